@@ -1,0 +1,79 @@
+"""Codec registry: every codec behind one interface, looked up by name.
+
+Like pydicom's pixel plugins, each codec answers whether it is available, so the CLI and the
+benchmark can list what works on this install instead of failing half-way.
+"""
+
+from __future__ import annotations
+
+from medcodec.codecs.base import Codec, CodingSpec, Knob, Mode
+from medcodec.codecs.deflate import DeflateCodec
+from medcodec.codecs.jpegls import JpegLsCodec
+from medcodec.errors import CodecUnavailableError
+
+_REGISTRY: dict[str, type[Codec]] = {}
+
+#: What ``--codec auto`` picks for lossless/near-lossless data of at most 16 bits.
+DEFAULT_CODEC = "jpegls"
+
+
+def register(codec: type[Codec]) -> type[Codec]:
+    """Add a codec class to the registry (usable as a decorator)."""
+    _REGISTRY[codec.name] = codec
+    return codec
+
+
+for _codec in (JpegLsCodec, DeflateCodec):
+    register(_codec)
+
+
+def names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get(name: str) -> Codec:
+    """An instance of the codec called ``name``; a clear error if unknown or unavailable."""
+    try:
+        cls = _REGISTRY[name]
+    except KeyError:
+        raise CodecUnavailableError(
+            f"unknown codec {name!r}; known codecs: {', '.join(names())}"
+        ) from None
+    if not cls.available():
+        raise CodecUnavailableError(
+            f"codec {name!r} is not available: its library is missing on this install"
+        )
+    return cls()
+
+
+def choose(name: str, bits: int, spec: CodingSpec) -> Codec:
+    """Resolve ``auto`` to a concrete codec for this bit depth and mode, then check it fits."""
+    if name == "auto":
+        name = DEFAULT_CODEC if bits <= 16 else "deflate"
+    codec = get(name)
+    codec.check(bits, spec)
+    return codec
+
+
+def availability() -> list[tuple[str, bool, str, str]]:
+    """(name, available, version, description) for every registered codec."""
+    rows = []
+    for name in names():
+        cls = _REGISTRY[name]
+        ok = cls.available()
+        rows.append((name, ok, cls.version() if ok else "-", cls.description))
+    return rows
+
+
+__all__ = [
+    "DEFAULT_CODEC",
+    "Codec",
+    "CodingSpec",
+    "Knob",
+    "Mode",
+    "availability",
+    "choose",
+    "get",
+    "names",
+    "register",
+]

@@ -1,0 +1,130 @@
+"""One interface for every 2-D codec, standard or learned (the imagecodecs convention, as a class).
+
+A codec sees one unsigned 2-D array whose values fit in ``bits`` bits (the container has already
+shifted signed data by its minimum) and returns bytes; ``decode`` gives back an array of the same
+shape. Codecs never see DICOM, files or volumes: that keeps them swappable and testable alone.
+"""
+
+from __future__ import annotations
+
+import enum
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from medcodec.errors import CodecUnavailableError, CorruptStreamError
+
+
+class Mode(str, enum.Enum):
+    LOSSLESS = "lossless"
+    NEAR_LOSSLESS = "near-lossless"
+    LOSSY = "lossy"
+
+
+@dataclass(frozen=True)
+class Knob:
+    """A codec's quality knob, so a rate search can bisect it without knowing the codec."""
+
+    name: str
+    low: float
+    high: float
+    #: True when a larger value gives more bits (quality); False for distance/QP-like knobs.
+    rate_increases: bool = True
+    integer: bool = False
+
+
+@dataclass(frozen=True)
+class CodingSpec:
+    """What the caller asked for: the mode and its one parameter."""
+
+    mode: Mode = Mode.LOSSLESS
+    max_error: int = 0
+    quality: float | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mode", Mode(self.mode))
+        if self.mode is Mode.NEAR_LOSSLESS and self.max_error < 1:
+            raise ValueError("near-lossless mode needs --max-error of at least 1")
+        if self.mode is not Mode.NEAR_LOSSLESS and self.max_error:
+            raise ValueError("--max-error is only meaningful in near-lossless mode")
+        if self.mode is Mode.LOSSY and self.quality is None:
+            raise ValueError("lossy mode needs a quality setting (or a target bpp)")
+
+    def as_dict(self) -> dict[str, object]:
+        out: dict[str, object] = {"mode": self.mode.value}
+        if self.mode is Mode.NEAR_LOSSLESS:
+            out["max_error"] = self.max_error
+        if self.mode is Mode.LOSSY:
+            out["quality"] = self.quality
+        return out
+
+
+class Codec(ABC):
+    """Base class of every registered codec."""
+
+    #: Registry name, as typed on the command line.
+    name: ClassVar[str]
+    #: Short human description for ``medcodec info --codecs``.
+    description: ClassVar[str] = ""
+    modes: ClassVar[frozenset[Mode]] = frozenset({Mode.LOSSLESS})
+    min_bits: ClassVar[int] = 1
+    max_bits: ClassVar[int] = 16
+    #: The lossy quality knob, or None when the codec has no lossy mode.
+    knob: ClassVar[Knob | None] = None
+    #: DICOM Lossy Image Compression Method (0028,2114) defined term, if one exists.
+    dicom_method: ClassVar[str | None] = None
+
+    @classmethod
+    def available(cls) -> bool:
+        """Whether the library behind this codec is installed and working."""
+        return True
+
+    @classmethod
+    def version(cls) -> str:
+        """Version string of the library that does the work."""
+        return "builtin"
+
+    def check(self, bits: int, spec: CodingSpec) -> None:
+        """Raise a clear error when this codec cannot carry ``bits`` bits in ``spec.mode``."""
+        if not self.available():
+            raise CodecUnavailableError(f"codec {self.name!r} is not available on this install")
+        if spec.mode not in self.modes:
+            modes = ", ".join(sorted(m.value for m in self.modes))
+            raise CodecUnavailableError(
+                f"codec {self.name!r} has no {spec.mode.value} mode (it offers: {modes})"
+            )
+        if bits > self.max_bits:
+            raise CodecUnavailableError(
+                f"codec {self.name!r} carries at most {self.max_bits} bits, this image needs {bits}"
+            )
+
+    @abstractmethod
+    def encode(self, array: np.ndarray, bits: int, spec: CodingSpec) -> bytes:
+        """Code a 2-D unsigned array whose values are all below ``2**bits``."""
+
+    @abstractmethod
+    def decode(self, data: bytes, shape: tuple[int, int], bits: int) -> np.ndarray:
+        """Decode bytes made by :meth:`encode` back to a 2-D array of ``shape``."""
+
+
+def unsigned_dtype(bits: int) -> np.dtype:
+    """Smallest unsigned dtype that holds ``bits`` bits."""
+    if bits <= 8:
+        return np.dtype(np.uint8)
+    if bits <= 16:
+        return np.dtype(np.uint16)
+    return np.dtype(np.uint32)
+
+
+def checked_shape(decoded: np.ndarray, shape: tuple[int, int], codec: str) -> np.ndarray:
+    """Make sure a decoder gave back what the container promised, else a corrupt-stream error."""
+    decoded = np.asarray(decoded)
+    if decoded.ndim == 3 and decoded.shape[-1] == 1:
+        decoded = decoded[..., 0]
+    if tuple(decoded.shape) != tuple(shape):
+        raise CorruptStreamError(
+            f"{codec} stream decoded to shape {decoded.shape}, expected {tuple(shape)}"
+        )
+    return decoded
