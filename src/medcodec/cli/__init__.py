@@ -1,0 +1,110 @@
+"""The ``medcodec`` command line: compress, decompress, info, demo.
+
+Every error a user can cause ends as one line on stderr naming the file and the problem, with a
+non-zero exit code; ``--debug`` (or MEDCODEC_DEBUG=1) shows the traceback for bug reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from medcodec import __version__
+from medcodec.errors import MedcodecError
+
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def _add_coding_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("coding")
+    group.add_argument("--codec", default="auto",
+                       help="codec name (see `medcodec info --codecs`); auto = the best "
+                            "available for the mode and bit depth (default)")
+    group.add_argument("--mode", choices=["lossless", "near-lossless", "lossy"],
+                       default="lossless", help="default: lossless")
+    group.add_argument("--max-error", type=int, metavar="D",
+                       help="near-lossless: every pixel within D stored units")
+    group.add_argument("--quality", type=float, metavar="Q",
+                       help="lossy: the codec's quality knob")
+    group.add_argument("--bpp", type=float, metavar="B",
+                       help="lossy: search the quality knob for this many bits per pixel")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="medcodec",
+        description="Compress medical images (DICOM, NIfTI, MHD/MHA, NRRD, PNG, TIFF, NPY) "
+                    "losslessly, with a bounded error, or lossy.",
+    )
+    parser.add_argument("--version", action="version", version=f"medcodec {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("compress", help="compress images into .mdcx containers")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="files or folders (a folder of DICOM slices = one volume per series)")
+    p.add_argument("-o", "--output", required=True, metavar="OUT",
+                   help="output .mdcx file, or a folder when the inputs hold several images")
+    p.add_argument("-f", "--force", action="store_true", help="overwrite existing outputs")
+    _add_coding_options(p)
+
+    p = sub.add_parser("decompress", help="decode a .mdcx container to DICOM/NIfTI/PNG/...")
+    p.add_argument("input", metavar="IN")
+    p.add_argument("-o", "--output", required=True, metavar="OUT",
+                   help="output file or folder; the format comes from the extension")
+    p.add_argument("--format", choices=["dicom", "nifti", "png", "tiff", "npy", "itk"],
+                   help="output format when the extension does not say")
+    p.add_argument("--slices", metavar="LIST", help="decode only these slices, e.g. 0,4,10-12")
+    p.add_argument("-f", "--force", action="store_true", help="overwrite existing outputs")
+
+    p = sub.add_parser("info", help="describe a container or image file")
+    p.add_argument("file", nargs="?", metavar="FILE")
+    p.add_argument("--codecs", action="store_true",
+                   help="list the codecs available on this install, with library versions")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = sub.add_parser("demo", help="compress and decompress a bundled real CT slice")
+    p.add_argument("--out", metavar="DIR", help="keep the outputs in DIR (default: temporary)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    debug = args.debug or os.environ.get("MEDCODEC_DEBUG") == "1"
+    from medcodec.cli import commands
+
+    handler = {
+        "compress": commands.compress,
+        "decompress": commands.decompress,
+        "info": commands.info,
+        "demo": commands.demo,
+    }[args.command]
+    try:
+        return handler(args) or 0
+    except MedcodecError as exc:
+        if debug:
+            raise
+        print(f"medcodec: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("medcodec: interrupted; no partial output was left", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except MemoryError:
+        print("medcodec: error: out of memory", file=sys.stderr)
+        return EXIT_ERROR
+    except Exception as exc:  # a bug, not a user error: still one line unless --debug
+        if debug:
+            raise
+        print(f"medcodec: internal error: {type(exc).__name__}: {exc} "
+              "(run with --debug for a traceback and please report it)", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

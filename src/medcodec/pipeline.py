@@ -1,0 +1,326 @@
+"""Compress and decompress whole images: read -> per-slice coding -> container, and back.
+
+Every slice is shifted to unsigned by its own minimum, coded by the chosen codec at its effective
+bit depth, then decoded again at once and checked (identical for lossless, within the bound for
+near-lossless) before it goes into the container: wrong pixels are the failure users fear most.
+A CRC32 of the decoded pixels is stored per slice, so any decoder mismatch later (another
+machine, another library build) is reported instead of returning silent garbage.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import zlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from medcodec import __version__, codecs
+from medcodec.codecs.base import Codec, CodingSpec, Mode, unsigned_dtype
+from medcodec.container import ContainerReader, pack, pack_attachments, unpack_attachments
+from medcodec.errors import CorruptStreamError, InputError, MedcodecError
+from medcodec.image import SUPPORTED_DTYPES, MedImage, value_range_bits
+
+#: Largest slice the decoder will allocate (rows * cols); 2**28 pixels = 1 GiB at 32 bits.
+MAX_SLICE_PIXELS = 1 << 28
+MAX_SLICES = 1 << 20
+MAX_SIDE = 1 << 16
+
+ProgressFn = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class SliceRecord:
+    """What the header says about one coded slice."""
+
+    shift: int
+    bits: int
+    max_abs_err: int
+    crc32: int
+
+    def as_dict(self) -> dict[str, int]:
+        return {"shift": self.shift, "bits": self.bits, "max_abs_err": self.max_abs_err,
+                "crc32": self.crc32}
+
+
+def pixel_crc32(pixels: np.ndarray) -> int:
+    """CRC32 of pixels as little-endian bytes: the same number on every machine."""
+    data = np.ascontiguousarray(pixels, dtype=pixels.dtype.newbyteorder("<"))
+    return zlib.crc32(data.tobytes()) & 0xFFFFFFFF
+
+
+def make_spec(mode: str = "lossless", max_error: int | None = None,
+              quality: float | None = None) -> CodingSpec:
+    try:
+        return CodingSpec(Mode(mode), int(max_error or 0), quality)
+    except ValueError as exc:
+        raise MedcodecError(str(exc)) from None
+
+
+def _encode_slice(codec: Codec, pixels: np.ndarray, spec: CodingSpec,
+                  verify: bool) -> tuple[bytes, SliceRecord]:
+    low, high = int(pixels.min()), int(pixels.max())
+    bits = value_range_bits(low, high)
+    codec.check(bits, spec)
+    shifted = (pixels.astype(np.int64) - low).astype(unsigned_dtype(bits))
+    data = codec.encode(shifted, bits, spec)
+    decoded = _restore(codec.decode(data, shifted.shape, bits), low, bits, pixels.dtype)
+    error = int(np.max(np.abs(decoded.astype(np.int64) - pixels.astype(np.int64)), initial=0))
+    if verify:
+        bound = spec.max_error if spec.mode is Mode.NEAR_LOSSLESS else 0
+        if spec.mode is not Mode.LOSSY and error > bound:
+            raise MedcodecError(
+                f"codec {codec.name} broke its {spec.mode.value} promise on this slice "
+                f"(max error {error} > {bound}); nothing was written"
+            )
+    return data, SliceRecord(low, bits, error, pixel_crc32(decoded))
+
+
+def _restore(decoded: np.ndarray, shift: int, bits: int, dtype: np.dtype) -> np.ndarray:
+    """Undo the shift, clamping to the coded range so lossy overshoot cannot wrap around."""
+    values = np.clip(np.asarray(decoded).astype(np.int64), 0, (1 << bits) - 1) + shift
+    info = np.iinfo(dtype)
+    return np.clip(values, info.min, info.max).astype(dtype)
+
+
+def _image_header(image: MedImage) -> dict[str, Any]:
+    return {
+        "slices": image.n_slices,
+        "rows": image.rows,
+        "cols": image.cols,
+        "dtype": image.pixels.dtype.name,
+        "bits_stored": image.bits_stored,
+        "photometric": image.photometric,
+        "rescale_slope": image.rescale_slope,
+        "rescale_intercept": image.rescale_intercept,
+        "pixel_spacing": list(image.pixel_spacing) if image.pixel_spacing else None,
+        "slice_thickness": image.slice_thickness,
+        "slice_positions": (None if image.slice_positions is None
+                            else image.slice_positions.tolist()),
+        "orientation": list(image.orientation) if image.orientation else None,
+        "modality": image.modality,
+        "source_format": image.source_format,
+        "source_name": Path(image.source_path).name if image.source_path else None,
+        "meta": image.meta,
+    }
+
+
+def compress(
+    image: MedImage,
+    codec: str = "auto",
+    mode: str = "lossless",
+    max_error: int | None = None,
+    quality: float | None = None,
+    progress: ProgressFn | None = None,
+    verify: bool = True,
+) -> bytes:
+    """Code ``image`` slice by slice into container bytes.
+
+    ``codec="auto"`` picks the default codec for the data (JPEG-LS up to 16 bits, deflate above)
+    and the header records what was actually used.
+    """
+    spec = make_spec(mode, max_error, quality)
+    bits = value_range_bits(int(image.pixels.min()), int(image.pixels.max()))
+    chosen = codecs.choose(codec, bits, spec)
+    chunks: list[bytes] = []
+    records: list[dict[str, int]] = []
+    for index in range(image.n_slices):
+        data, record = _encode_slice(chosen, image.pixels[index], spec, verify)
+        chunks.append(data)
+        records.append(record.as_dict())
+        if progress:
+            progress(1)
+    header: dict[str, Any] = {
+        "writer": f"medcodec {__version__}",
+        "codec": {"name": chosen.name, "version": chosen.version(), **spec.as_dict(),
+                  "weights_sha256": getattr(chosen, "weights_sha256", None),
+                  "dicom_method": chosen.dicom_method},
+        "image": _image_header(image),
+        "slices": records,
+        "original_bytes": int(image.pixels.nbytes),
+        "attachments": None,
+    }
+    if image.attachments:
+        header["attachments"] = {"chunk": len(chunks), "names": list(image.attachments)}
+        chunks.append(pack_attachments(image.attachments))
+    return pack(header, chunks)
+
+
+# --------------------------------------------------------------------------------------------
+# Decoding
+
+
+def _need(condition: bool, message: str) -> None:
+    if not condition:
+        raise CorruptStreamError(message)
+
+
+def _validate(header: dict[str, Any], n_chunks: int) -> None:
+    """Check every header field the decoder relies on before anything is allocated."""
+    img = header.get("image")
+    _need(isinstance(img, dict), "header has no image description")
+    for key, limit in (("slices", MAX_SLICES), ("rows", MAX_SIDE), ("cols", MAX_SIDE)):
+        value = img.get(key)
+        _need(isinstance(value, int) and 1 <= value <= limit,
+              f"header {key} = {value!r} is out of range")
+    _need(img["rows"] * img["cols"] <= MAX_SLICE_PIXELS,
+          f"header slice size {img['rows']}x{img['cols']} is larger than allowed")
+    _need(img.get("dtype") in SUPPORTED_DTYPES, f"header dtype {img.get('dtype')!r} is invalid")
+    slices = header.get("slices")
+    _need(isinstance(slices, list) and len(slices) == img["slices"],
+          "header slice table does not match the slice count")
+    _need(n_chunks >= img["slices"], "container has fewer chunks than slices")
+    itemsize_bits = np.dtype(img["dtype"]).itemsize * 8
+    for record in slices:
+        _need(isinstance(record, dict) and all(
+            isinstance(record.get(k), int) for k in ("shift", "bits", "max_abs_err", "crc32")),
+              "header slice record is malformed")
+        _need(1 <= record["bits"] <= itemsize_bits, "header slice bit depth is out of range")
+    codec = header.get("codec")
+    _need(isinstance(codec, dict) and isinstance(codec.get("name"), str),
+          "header names no codec")
+
+
+class ContainerFile:
+    """An open container: header facts, and any slice decoded on demand."""
+
+    def __init__(self, stream: BinaryIO, name: str = "<stream>") -> None:
+        self.name = name
+        self.reader = ContainerReader(stream, name)
+        self.header = self.reader.header
+        _validate(self.header, len(self.reader.entries))
+        info = self.header["codec"]
+        self.codec = codecs.get(info["name"])
+        self.dtype = np.dtype(self.header["image"]["dtype"])
+
+    @property
+    def n_slices(self) -> int:
+        return int(self.header["image"]["slices"])
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return int(self.header["image"]["rows"]), int(self.header["image"]["cols"])
+
+    def decode_slice(self, index: int) -> np.ndarray:
+        if not 0 <= index < self.n_slices:
+            raise InputError(f"{self.name}: slice {index} does not exist "
+                             f"(the file has {self.n_slices})")
+        record = self.header["slices"][index]
+        data = self.reader.read_chunk(index)
+        decoded = self.codec.decode(data, self.shape, record["bits"])
+        pixels = _restore(decoded, record["shift"], record["bits"], self.dtype)
+        if pixel_crc32(pixels) != record["crc32"]:
+            raise CorruptStreamError(
+                f"slice {index} decoded to different pixels than were encoded (checksum "
+                "mismatch): the stream is damaged or this decoder differs from the encoder's"
+            )
+        return pixels
+
+    def attachments(self) -> dict[str, bytes]:
+        info = self.header.get("attachments")
+        if not info:
+            return {}
+        _need(isinstance(info, dict) and isinstance(info.get("chunk"), int),
+              "attachment entry is malformed")
+        return unpack_attachments(self.reader.read_chunk(info["chunk"]))
+
+    def image(self, slices: Iterable[int] | None = None,
+              progress: ProgressFn | None = None) -> MedImage:
+        indices = list(range(self.n_slices)) if slices is None else list(slices)
+        rows, cols = self.shape
+        pixels = np.empty((len(indices), rows, cols), dtype=self.dtype)
+        for out_index, index in enumerate(indices):
+            pixels[out_index] = self.decode_slice(index)
+            if progress:
+                progress(1)
+        img = self.header["image"]
+        attachments = self.attachments()
+        meta = dict(img.get("meta") or {})
+        positions = img.get("slice_positions")
+        if positions is not None:
+            positions = np.asarray(positions, dtype=np.float64)[indices]
+        if slices is not None:
+            attachments = _select_dicom(attachments, meta, indices)
+        codec = self.header["codec"]
+        if codec.get("mode") != Mode.LOSSLESS.value:
+            meta["lossy_compression"] = {
+                "ratio": self.ratio,
+                "dicom_method": codec.get("dicom_method"),
+                "description": (
+                    f"medcodec {codec['name']} {codec.get('mode')} compression"
+                    + (f", max error {codec['max_error']}" if codec.get("max_error") else "")
+                ),
+            }
+        return MedImage(
+            pixels=pixels,
+            bits_stored=int(img.get("bits_stored", self.dtype.itemsize * 8)),
+            photometric=img.get("photometric") or "MONOCHROME2",
+            rescale_slope=float(img.get("rescale_slope", 1.0)),
+            rescale_intercept=float(img.get("rescale_intercept", 0.0)),
+            pixel_spacing=tuple(img["pixel_spacing"]) if img.get("pixel_spacing") else None,
+            slice_thickness=img.get("slice_thickness"),
+            slice_positions=positions,
+            orientation=tuple(img["orientation"]) if img.get("orientation") else None,
+            modality=img.get("modality"),
+            source_format=img.get("source_format") or "container",
+            source_path=self.name,
+            meta=meta,
+            attachments=attachments,
+        )
+
+    @property
+    def compressed_bytes(self) -> int:
+        return self.reader.size
+
+    @property
+    def ratio(self) -> float:
+        return float(self.header.get("original_bytes", 0)) / max(1, self.reader.size)
+
+
+def _select_dicom(attachments: dict[str, bytes], meta: dict[str, Any],
+                  indices: list[int]) -> dict[str, bytes]:
+    """Keep the DICOM headers of the chosen slices only, renumbered from 0."""
+    if meta.get("dicom_layout") != "files":
+        return attachments
+    out = {k: v for k, v in attachments.items() if not k.startswith("dicom/")}
+    for new, old in enumerate(indices):
+        if f"dicom/{old}" in attachments:
+            out[f"dicom/{new}"] = attachments[f"dicom/{old}"]
+    names = meta.get("dicom_filenames") or []
+    if len(names) > max(indices, default=-1):
+        meta["dicom_filenames"] = [names[i] for i in indices]
+    return out
+
+
+def open_container(source: str | os.PathLike[str] | bytes) -> ContainerFile:
+    """Open container bytes or a container file (kept open until garbage-collected)."""
+    if isinstance(source, bytes | bytearray | memoryview):
+        return ContainerFile(io.BytesIO(bytes(source)), "<bytes>")
+    path = Path(source)
+    try:
+        stream = open(path, "rb")  # noqa: SIM115 - owned by the returned object
+    except OSError as exc:
+        raise InputError(f"{path}: cannot open ({exc.strerror})") from None
+    try:
+        return ContainerFile(stream, str(path))
+    except MedcodecError as exc:
+        stream.close()
+        raise type(exc)(f"{path}: {exc}") from None
+
+
+def decompress(source: str | os.PathLike[str] | bytes, slices: Iterable[int] | None = None,
+               progress: ProgressFn | None = None) -> MedImage:
+    """Decode a container (bytes or file) back to a MedImage; ``slices`` picks some only."""
+    container = open_container(source)
+    try:
+        return container.image(slices, progress)
+    except MedcodecError as exc:
+        if container.name != "<bytes>" and not str(exc).startswith(container.name):
+            raise type(exc)(f"{container.name}: {exc}") from None
+        raise
+    finally:
+        container.reader._stream.close()
