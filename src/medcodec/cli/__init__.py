@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 
 from medcodec import __version__
@@ -77,6 +78,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     debug = args.debug or os.environ.get("MEDCODEC_DEBUG") == "1"
+    if not debug:  # pydicom warns about every odd tag; the CLI reports problems itself
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"pydicom(\.|$)")
     from medcodec.cli import commands
 
     handler = {

@@ -49,16 +49,23 @@ class JpegLsCodec(Codec):
             bits = min(16, max(bits, int(near).bit_length() + 2))
         data = np.ascontiguousarray(array, dtype=unsigned_dtype(bits).newbyteorder("<"))
         rows, cols = data.shape
-        return bytes(
-            jpeg_ls.encode_pixel_data(
-                data.tobytes(),
-                lossy_error=int(near),
-                rows=rows,
-                columns=cols,
-                samples_per_pixel=1,
-                bits_stored=bits,
+        try:
+            return bytes(
+                jpeg_ls.encode_pixel_data(
+                    data.tobytes(),
+                    lossy_error=int(near),
+                    rows=rows,
+                    columns=cols,
+                    samples_per_pixel=1,
+                    bits_stored=bits,
+                )
             )
-        )
+        except RuntimeError:
+            # pyjpegls under-sizes its output buffer for tiny, noisy images; imagecodecs writes
+            # the same standard stream at P = 8 or 16, which costs nothing at these sizes.
+            import imagecodecs
+
+            return bytes(imagecodecs.jpegls_encode(data, level=int(near)))
 
     def decode(self, data: bytes, shape: tuple[int, int], bits: int) -> np.ndarray:
         import imagecodecs

@@ -1,0 +1,338 @@
+"""The work behind each CLI sub-command (argument parsing lives in ``medcodec.cli``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medcodec import codecs
+from medcodec.errors import InputError, MedcodecError, OutputError
+from medcodec.image import MedImage
+
+
+def _progress(total: int, desc: str, quiet: bool):  # noqa: ANN202 - a tqdm bar
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="slice", disable=quiet or None, leave=False,
+                file=sys.stderr)
+
+
+def _output_name(image: MedImage, taken: set[str]) -> str:
+    """A readable, unique container name for one of several images."""
+    source = Path(image.source_path or "image")
+    stem = source.name
+    for ext in (".nii.gz", ".nii", ".dcm", ".mha", ".mhd", ".nrrd", ".png", ".tiff", ".tif",
+                ".npy"):
+        if stem.lower().endswith(ext):
+            stem = stem[: -len(ext)]
+            break
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", stem) or "image"
+    name, n = f"{stem}.mdcx", 1
+    while name in taken:
+        n += 1
+        name = f"{stem}-{n}.mdcx"
+    taken.add(name)
+    return name
+
+
+def _coding_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    if args.bpp is not None:
+        raise MedcodecError("--bpp needs a lossy codec with a rate search; none is installed "
+                            "in this version (use --quality)")
+    return {"codec": args.codec, "mode": args.mode, "max_error": args.max_error,
+            "quality": args.quality}
+
+
+def compress(args: argparse.Namespace) -> int:
+    from medcodec._fs import atomic_write_bytes, check_writable
+    from medcodec.io import read_all
+    from medcodec.pipeline import compress as compress_image
+
+    kwargs = _coding_kwargs(args)
+    output = Path(args.output)
+    images = read_all(args.inputs)
+    first = next(images, None)
+    if first is None:
+        raise InputError("no images found in the inputs")
+    second = next(images, None)
+    many = second is not None or output.is_dir()
+    if many:
+        if output.exists() and not output.is_dir():
+            raise OutputError(f"{output}: several images need an output folder, this is a file")
+        output.mkdir(parents=True, exist_ok=True)
+    else:
+        check_writable(output, args.force)
+
+    def all_images():  # noqa: ANN202
+        yield first
+        if second is not None:
+            yield second
+            yield from images
+
+    taken: set[str] = set()
+    total_in = total_out = 0
+    for image in all_images():
+        target = output / _output_name(image, taken) if many else output
+        check_writable(target, args.force)
+        with _progress(image.n_slices, target.name, args.quiet) as bar:
+            data = compress_image(image, progress=bar.update, **kwargs)
+        atomic_write_bytes(target, data, force=args.force)
+        total_in += image.pixels.size
+        total_out += len(data)
+        _report_compressed(image, target, data)
+    if many:
+        print(f"total: {8 * total_out / max(1, total_in):.3f} bpp over {total_in} pixels")
+    return 0
+
+
+def _report_compressed(image: MedImage, target: Path, data: bytes) -> None:
+    from medcodec.pipeline import open_container
+
+    container = open_container(data)
+    header = container.header
+    codec = header["codec"]
+    errors = [s["max_abs_err"] for s in header["slices"]]
+    bpp = 8 * len(data) / image.pixels.size
+    mode = codec["mode"] + (f" (D={codec['max_error']})" if codec.get("max_error") else "")
+    print(f"{target}: {image.describe()} -> {codec['name']} {mode}, {len(data)} bytes, "
+          f"{bpp:.3f} bpp, ratio {image.pixels.nbytes / len(data):.2f}:1, "
+          f"max error {max(errors)}")
+
+
+def _parse_slices(text: str | None, n: int) -> list[int] | None:
+    if not text:
+        return None
+    out: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        match = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        if not match:
+            raise InputError(f"--slices: cannot read {part!r} (use e.g. 0,4,10-12)")
+        lo = int(match.group(1))
+        hi = int(match.group(2) or lo)
+        if hi < lo or hi >= n:
+            raise InputError(f"--slices: {part} is outside 0-{n - 1}")
+        out.extend(range(lo, hi + 1))
+    return out
+
+
+def decompress(args: argparse.Namespace) -> int:
+    from medcodec.io import write
+    from medcodec.pipeline import open_container
+
+    container = open_container(args.input)
+    try:
+        indices = _parse_slices(args.slices, container.n_slices)
+        count = container.n_slices if indices is None else len(indices)
+        with _progress(count, Path(args.input).name, args.quiet) as bar:
+            try:
+                image = container.image(indices, progress=bar.update)
+            except MedcodecError as exc:
+                raise type(exc)(f"{args.input}: {exc}") from None
+    finally:
+        container.reader._stream.close()
+    written = write(image, args.output, format=args.format, force=args.force)
+    where = written[0] if len(written) == 1 else f"{args.output} ({len(written)} files)"
+    print(f"{args.input} -> {where}: {image.describe()}")
+    return 0
+
+
+def _codec_banner() -> list[dict[str, Any]]:
+    return [
+        {"codec": name, "available": ok, "version": version, "description": description}
+        for name, ok, version, description in codecs.availability()
+    ]
+
+
+def info(args: argparse.Namespace) -> int:
+    if args.codecs or not args.file:
+        rows = _codec_banner()
+        if args.json:
+            print(json.dumps(rows, indent=2))
+        else:
+            from medcodec import __version__
+
+            print(f"medcodec {__version__} codecs:")
+            for row in rows:
+                mark = "yes" if row["available"] else "no "
+                print(f"  {row['codec']:<10} {mark}  {row['version']:<28} {row['description']}")
+        if not args.file:
+            return 0
+    from medcodec.container import looks_like_container
+
+    path = Path(args.file)
+    if not path.exists():
+        raise InputError(f"{path}: no such file or folder")
+    summary = (_container_info(path) if path.is_file() and looks_like_container(path)
+               else _image_info(path))
+    if args.json:
+        print(json.dumps(summary, indent=2, default=str))
+    else:
+        for key, value in summary.items():
+            if isinstance(value, dict):
+                print(f"{key}:")
+                for k, v in value.items():
+                    print(f"  {k}: {v}")
+            else:
+                print(f"{key}: {value}")
+    return 0
+
+
+def _dicom_summary(blob: bytes) -> dict[str, Any]:
+    import io
+    import warnings
+
+    import pydicom
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = pydicom.dcmread(io.BytesIO(blob), force=True)
+    keys = ("Modality", "Manufacturer", "StudyDate", "SeriesDescription", "SeriesInstanceUID",
+            "SOPClassUID", "BitsAllocated", "BitsStored", "PixelRepresentation",
+            "RescaleSlope", "RescaleIntercept", "WindowCenter", "WindowWidth",
+            "LossyImageCompression")
+    out = {k: str(ds.get(k)) for k in keys if k in ds}
+    out["elements"] = len(ds)
+    return out
+
+
+def _container_info(path: Path) -> dict[str, Any]:
+    from medcodec.pipeline import open_container
+
+    container = open_container(path)
+    try:
+        header = container.header
+        image = header["image"]
+        codec = header["codec"]
+        pixels = image["slices"] * image["rows"] * image["cols"]
+        errors = [s["max_abs_err"] for s in header["slices"]]
+        out: dict[str, Any] = {
+            "file": str(path),
+            "format": f"medcodec container {'.'.join(map(str, container.reader.version))}",
+            "written by": header.get("writer"),
+            "shape": f"{image['slices']} x {image['rows']} x {image['cols']}",
+            "pixels": f"{image['dtype']}, {image['bits_stored']} bits stored, "
+                      f"{image.get('photometric')}",
+            "modality": image.get("modality"),
+            "source": f"{image.get('source_format')} {image.get('source_name') or ''}".strip(),
+            "codec": f"{codec['name']} ({codec.get('version')})",
+            "mode": codec["mode"] + (f", max error {codec['max_error']}"
+                                     if codec.get("max_error") else ""),
+            "size": f"{container.compressed_bytes} bytes, {8 * container.compressed_bytes / pixels:.3f}"
+                    f" bpp, ratio {container.ratio:.2f}:1",
+            "max abs error": max(errors),
+            "spacing": image.get("pixel_spacing"),
+            "attachments": len((header.get("attachments") or {}).get("names", [])),
+        }
+        blobs = container.attachments()
+        if "dicom/0" in blobs:
+            out["dicom"] = _dicom_summary(blobs["dicom/0"])
+        return out
+    finally:
+        container.reader._stream.close()
+
+
+def _image_info(path: Path) -> dict[str, Any]:
+    from medcodec.io import read_all
+
+    images = list(read_all([path]))
+    out: dict[str, Any] = {"file": str(path), "images": len(images)}
+    for i, image in enumerate(images):
+        entry: dict[str, Any] = {
+            "source": image.source_path,
+            "format": image.source_format,
+            "shape": f"{image.n_slices} x {image.rows} x {image.cols}",
+            "pixels": image.describe(),
+            "range": f"{int(image.pixels.min())} .. {int(image.pixels.max())}",
+            "rescale": f"slope {image.rescale_slope}, intercept {image.rescale_intercept}",
+            "spacing": image.pixel_spacing,
+        }
+        out[f"image {i}"] = entry
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# demo
+
+
+def _demo_image_path() -> Path:
+    """A real CT slice installed by pip (pydicom-data: TCIA Pancreas-CT, CC BY 3.0)."""
+    try:
+        import data_store
+    except ImportError:
+        raise InputError(
+            "the demo image comes from the pydicom-data package: "
+            "pip install -c constraints.txt -e '.[demo]'"
+        ) from None
+    path = Path(data_store.__file__).parent / "data" / "explicit_VR-UN.dcm"
+    if not path.is_file():
+        raise InputError(f"{path}: demo image missing from the pydicom-data package")
+    return path
+
+
+def _measure(image: MedImage, **kwargs: Any) -> tuple[dict[str, Any], bytes, MedImage]:
+    """Encode and decode once (after a warm-up), timing each, as BENCHMARK.md asks."""
+    from medcodec.bench.metrics import psnr
+    from medcodec.pipeline import compress as compress_image
+    from medcodec.pipeline import decompress as decompress_bytes
+    from medcodec.pipeline import open_container
+
+    compress_image(image, **kwargs)  # warm-up: imports, library initialisation
+    enc, dec = [], []
+    for _ in range(3):
+        start = time.perf_counter()
+        data = compress_image(image, **kwargs)
+        enc.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        back = decompress_bytes(data)
+        dec.append(time.perf_counter() - start)
+    error = int(np.abs(back.pixels.astype(np.int64) - image.pixels.astype(np.int64)).max())
+    row = {
+        "codec": open_container(data).header["codec"]["name"],
+        "bytes": len(data),
+        "bpp": 8 * len(data) / image.pixels.size,
+        "psnr": psnr(image.pixels, back.pixels, image.effective_bits),
+        "max_abs_err": error,
+        "enc_ms": 1000 * float(np.median(enc)),
+        "dec_ms": 1000 * float(np.median(dec)),
+    }
+    return row, data, back
+
+
+def demo(args: argparse.Namespace) -> int:
+    from medcodec._fs import atomic_write_bytes
+    from medcodec.io import read, write
+
+    source = _demo_image_path()
+    image = read(source)
+    print(f"input: {source.name} (TCIA Pancreas-CT via pydicom-data): {image.describe()}")
+    out_dir = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="medcodec-demo-"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    settings: list[tuple[str, str, dict[str, Any]]] = [
+        ("lossless", "auto", {"mode": "lossless"}),
+        ("near-lossless D=1", "auto", {"mode": "near-lossless", "max_error": 1}),
+        ("near-lossless D=4", "auto", {"mode": "near-lossless", "max_error": 4}),
+    ]
+    header = (f"{'setting':<20} {'codec':<8} {'bytes':>8} {'bpp':>7} {'ratio16':>8} "
+              f"{'psnr dB':>8} {'max err':>8} {'enc ms':>7} {'dec ms':>7}")
+    print(header)
+    print("-" * len(header))
+    for label, codec, kwargs in settings:
+        row, data, back = _measure(image, codec=codec, **kwargs)
+        name = f"{label.replace(' ', '_').replace('=', '')}.mdcx"
+        atomic_write_bytes(out_dir / name, data, force=True)
+        write(back, out_dir / name.replace(".mdcx", ".dcm"), force=True)
+        psnr = "inf" if np.isinf(row["psnr"]) else f"{row['psnr']:.2f}"
+        print(f"{label:<20} {row['codec']:<8} {row['bytes']:>8} {row['bpp']:>7.3f} "
+              f"{16 / row['bpp']:>8.2f} {psnr:>8} {row['max_abs_err']:>8} "
+              f"{row['enc_ms']:>7.1f} {row['dec_ms']:>7.1f}")
+    print(f"outputs (containers and decoded DICOM) in {out_dir}")
+    return 0
