@@ -72,7 +72,7 @@ def _check_pixel_module(ds: Any, path: Path) -> None:
     if "PixelData" not in ds:
         if "FloatPixelData" in ds or "DoubleFloatPixelData" in ds:
             raise UnsupportedError(f"{path}: floating-point pixel data is not supported")
-        raise InputError(f"{path}: DICOM file has no pixel data")
+        raise InputError(f"{path}: DICOM file has no pixel data (or it is truncated before it)")
     photometric = str(ds.get("PhotometricInterpretation", "")).strip()
     samples = int(ds.get("SamplesPerPixel", 1))
     if samples != 1 or photometric not in _GRAYSCALE:
@@ -135,7 +135,29 @@ def _frame_geometry(ds: Any, n_frames: int) -> tuple[tuple[float, ...] | None, n
     return orientation, positions, (spacing if spacing is None else (spacing[0], spacing[1]))
 
 
+def _ensure_transfer_syntax(ds: Any) -> None:
+    """Bare datasets (no File Meta) get the transfer syntax they were actually read with."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import (
+        ExplicitVRBigEndian,
+        ExplicitVRLittleEndian,
+        ImplicitVRLittleEndian,
+    )
+
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None and "TransferSyntaxUID" in meta:
+        return
+    implicit, little = getattr(ds, "original_encoding", (True, True))
+    if meta is None:
+        ds.file_meta = meta = FileMetaDataset()
+    meta.TransferSyntaxUID = (
+        ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian if little
+        else ExplicitVRBigEndian
+    )
+
+
 def _decode_pixels(ds: Any, path: Path) -> np.ndarray:
+    _ensure_transfer_syntax(ds)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
