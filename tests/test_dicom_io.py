@@ -126,7 +126,8 @@ def test_series_written_back_as_folder_with_same_names_and_uids(tmp_path: Path) 
     image = medcodec.read(tmp_path / "series")
     back = medcodec.decompress(medcodec.compress(image))
     written = medcodec.write(back, tmp_path / "out")
-    assert sorted(p.name for p in written) == sorted(p.name for p in (tmp_path / "series").iterdir())
+    names = sorted(p.name for p in (tmp_path / "series").iterdir())
+    assert sorted(p.name for p in written) == names
     for path in written:
         assert _read(path).SOPInstanceUID == _read(tmp_path / "series" / path.name).SOPInstanceUID
     again = medcodec.read(tmp_path / "out")

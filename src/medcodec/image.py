@@ -1,8 +1,8 @@
 """The one image/volume type every reader returns and every writer takes.
 
-A :class:`MedImage` holds the *stored* integer pixels exactly as the source file had them (no rescale,
-no inversion of MONOCHROME1, no conversion to 8 bits) plus the geometry and the source header, so an
-image can go read -> compress -> decompress -> write and come back identical.
+A :class:`MedImage` holds the *stored* integer pixels exactly as the source file had them (no
+rescale, no inversion of MONOCHROME1, no conversion to 8 bits) plus the geometry and the source
+header, so an image can go read -> compress -> decompress -> write and come back identical.
 """
 
 from __future__ import annotations
@@ -90,14 +90,15 @@ class MedImage:
 
     @property
     def effective_bits(self) -> int:
-        """``max(8, ceil(log2(max - min + 1)))`` over the whole image, as BENCHMARK.md defines it."""
+        """``max(8, ceil(log2(max - min + 1)))`` over the whole image (BENCHMARK.md)."""
         return effective_bits(self.pixels)
 
     def slice(self, index: int) -> MedImage:
         """One slice as its own image (geometry and header of that slice only)."""
         from dataclasses import replace
 
-        positions = None if self.slice_positions is None else self.slice_positions[index : index + 1]
+        positions = (None if self.slice_positions is None
+                     else self.slice_positions[index : index + 1])
         attachments = {
             k: v for k, v in self.attachments.items() if not k.startswith("dicom/")
         }

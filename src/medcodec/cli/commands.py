@@ -18,7 +18,7 @@ from medcodec.errors import InputError, MedcodecError, OutputError
 from medcodec.image import MedImage
 
 
-def _progress(total: int, desc: str, quiet: bool):  # noqa: ANN202 - a tqdm bar
+def _progress(total: int, desc: str, quiet: bool):
     from tqdm import tqdm
 
     return tqdm(total=total, desc=desc, unit="slice", disable=quiet or None, leave=False,
@@ -71,7 +71,7 @@ def compress(args: argparse.Namespace) -> int:
     else:
         check_writable(output, args.force)
 
-    def all_images():  # noqa: ANN202
+    def all_images():
         yield first
         if second is not None:
             yield second
@@ -213,6 +213,7 @@ def _container_info(path: Path) -> dict[str, Any]:
         image = header["image"]
         codec = header["codec"]
         pixels = image["slices"] * image["rows"] * image["cols"]
+        nbytes = container.compressed_bytes
         errors = [s["max_abs_err"] for s in header["slices"]]
         out: dict[str, Any] = {
             "file": str(path),
@@ -226,8 +227,8 @@ def _container_info(path: Path) -> dict[str, Any]:
             "codec": f"{codec['name']} ({codec.get('version')})",
             "mode": codec["mode"] + (f", max error {codec['max_error']}"
                                      if codec.get("max_error") else ""),
-            "size": f"{container.compressed_bytes} bytes, {8 * container.compressed_bytes / pixels:.3f}"
-                    f" bpp, ratio {container.ratio:.2f}:1",
+            "size": f"{nbytes} bytes, {8 * nbytes / pixels:.3f} bpp, "
+                    f"ratio {container.ratio:.2f}:1",
             "max abs error": max(errors),
             "spacing": image.get("pixel_spacing"),
             "attachments": len((header.get("attachments") or {}).get("names", [])),

@@ -1,0 +1,75 @@
+"""Decoding is bit-exact: across processes, thread counts, and against golden streams."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import medcodec
+from medcodec.image import MedImage
+
+from .conftest import random_image, smooth_image
+
+GOLDEN = Path(__file__).parent / "data"
+
+_DECODE = """
+import hashlib, sys, numpy as np, medcodec
+image = medcodec.decompress(sys.argv[1])
+print(hashlib.sha256(np.ascontiguousarray(image.pixels).tobytes()).hexdigest())
+"""
+
+
+def golden_input() -> MedImage:
+    """The fixed image behind the golden streams (made here, so no data file is needed)."""
+    volume = np.stack([smooth_image((37, 29), 12, seed=s) for s in range(2)]).astype(np.int16)
+    return MedImage(volume - 1024, bits_stored=12, rescale_intercept=-1024.0, modality="CT")
+
+
+GOLDEN_CASES = {
+    "golden_v1_jpegls_lossless.mdcx": {"codec": "jpegls"},
+    "golden_v1_jpegls_near2.mdcx": {"codec": "jpegls", "mode": "near-lossless", "max_error": 2},
+    "golden_v1_deflate.mdcx": {"codec": "deflate"},
+}
+
+
+def _sha(pixels: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(pixels).tobytes()).hexdigest()
+
+
+@pytest.mark.parametrize("threads", ["1", "2"])
+@pytest.mark.parametrize("case", sorted(GOLDEN_CASES))
+def test_other_process_decodes_identically(case: str, threads: str, tmp_path: Path) -> None:
+    data = medcodec.compress(golden_input(), **GOLDEN_CASES[case])
+    path = tmp_path / "s.mdcx"
+    path.write_bytes(data)
+    env = dict(os.environ, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads,
+               OPENBLAS_NUM_THREADS=threads, MEDCODEC_TORCH_THREADS=threads)
+    result = subprocess.run([sys.executable, "-c", _DECODE, str(path)], capture_output=True,
+                            text=True, env=env, timeout=120, check=True)
+    assert result.stdout.strip() == _sha(medcodec.decompress(data).pixels)
+
+
+@pytest.mark.parametrize("case", sorted(GOLDEN_CASES))
+def test_golden_streams_still_decode(case: str) -> None:
+    """Streams written by an earlier build must decode to the same pixels forever."""
+    image = medcodec.decompress(GOLDEN / case)
+    expected = golden_input().pixels
+    error = np.abs(image.pixels.astype(int) - expected.astype(int)).max()
+    assert error <= GOLDEN_CASES[case].get("max_error", 0)
+    assert image.rescale_intercept == -1024.0
+
+
+def test_encoding_is_deterministic() -> None:
+    image = MedImage(random_image((3, 40, 33), 12, False, seed=9), bits_stored=12)
+    assert medcodec.compress(image) == medcodec.compress(image)
+
+
+if __name__ == "__main__":  # regenerate: python -m tests.test_determinism (format change only)
+    for name, kwargs in GOLDEN_CASES.items():
+        (GOLDEN / name).write_bytes(medcodec.compress(golden_input(), **kwargs))
