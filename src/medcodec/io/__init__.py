@@ -9,7 +9,7 @@ otherwise.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from medcodec._fs import atomic_path
@@ -171,7 +171,7 @@ def write(
     return [path]
 
 
-def _writer(fmt: str):  # noqa: ANN202 - returns one of the writer functions
+def _writer(fmt: str) -> Callable[[MedImage, Path], None]:
     if fmt == "nifti":
         from medcodec.io.nifti import write_nifti
 

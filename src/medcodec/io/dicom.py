@@ -21,6 +21,7 @@ import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -34,7 +35,8 @@ _GRAYSCALE = ("MONOCHROME1", "MONOCHROME2")
 _PIXEL_ENCODING_TAGS = (0x7FE00010, 0x7FE00001, 0x7FE00002, 0x7FE00008, 0x7FE00009)
 
 
-def _pydicom():  # noqa: ANN202 - lazy import keeps `medcodec --help` fast
+def _pydicom() -> ModuleType:
+    """pydicom, imported late: it keeps `medcodec --help` fast."""
     import pydicom
 
     return pydicom
