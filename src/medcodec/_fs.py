@@ -37,6 +37,9 @@ def atomic_path(path: str | os.PathLike[str], force: bool = False) -> Iterator[P
                                     dir=final.parent if str(final.parent) else ".")
     os.close(fd)
     tmp = Path(tmp_name)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs get the usual permissions
     try:
         yield tmp
         if final.exists() and not force:  # appeared while we were writing
