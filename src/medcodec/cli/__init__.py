@@ -41,12 +41,21 @@ def build_parser() -> argparse.ArgumentParser:
                     "losslessly, with a bounded error, or lossy.",
     )
     parser.add_argument("--version", action="version", version=f"medcodec {__version__}")
+    # --debug and --quiet work before or after the sub-command
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show tracebacks on errors")
+    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                        help="no progress bars")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers.required = True
 
-    p = sub.add_parser("compress", help="compress images into .mdcx containers")
+    def add(name: str, **kwargs: str) -> argparse.ArgumentParser:
+        return subparsers.add_parser(name, parents=[common], **kwargs)
+
+    p = add("compress", help="compress images into .mdcx containers")
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="files or folders (a folder of DICOM slices = one volume per series)")
     p.add_argument("-o", "--output", required=True, metavar="OUT",
@@ -54,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-f", "--force", action="store_true", help="overwrite existing outputs")
     _add_coding_options(p)
 
-    p = sub.add_parser("decompress", help="decode a .mdcx container to DICOM/NIfTI/PNG/...")
+    p = add("decompress", help="decode a .mdcx container to DICOM/NIfTI/PNG/...")
     p.add_argument("input", metavar="IN")
     p.add_argument("-o", "--output", required=True, metavar="OUT",
                    help="output file or folder; the format comes from the extension")
@@ -63,13 +72,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--slices", metavar="LIST", help="decode only these slices, e.g. 0,4,10-12")
     p.add_argument("-f", "--force", action="store_true", help="overwrite existing outputs")
 
-    p = sub.add_parser("info", help="describe a container or image file")
+    p = add("info", help="describe a container or image file")
     p.add_argument("file", nargs="?", metavar="FILE")
     p.add_argument("--codecs", action="store_true",
                    help="list the codecs available on this install, with library versions")
     p.add_argument("--json", action="store_true", help="print JSON")
 
-    p = sub.add_parser("demo", help="compress and decompress a bundled real CT slice")
+    p = add("bench", help="measure codecs on real images (BENCHMARK.md)")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="files or folders: DICOM series, LIDC-IDRI, LUNA16, MosMed, NIfTI, ...")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="results.csv, summary.json, report.md and plots go here; "
+                        "re-running with the same DIR resumes")
+    p.add_argument("--codecs", metavar="A,B,...",
+                   help="codecs to measure (default: every available one)")
+    p.add_argument("--mode", choices=["lossless", "near-lossless", "lossy", "all"],
+                   default="all", help="default: all")
+    p.add_argument("--max-error", metavar="D,...", default="1,2,4",
+                   help="near-lossless bounds (default 1,2,4)")
+    p.add_argument("--bpp", metavar="B,...", default="0.25,0.5,1,2,2.5",
+                   help="lossy target rates; each codec's knob is searched per image")
+    p.add_argument("--limit", type=int, metavar="N", help="at most N images (2-D slices)")
+    p.add_argument("--stride", type=int, default=1, metavar="K",
+                   help="take every K-th slice of each volume (default 1)")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="parallel processes (default: 2); use 1 for speed figures")
+    p.add_argument("--repeat", type=int, default=3, metavar="R",
+                   help="timed runs per measurement after one warm-up (default 3)")
+
+    p = add("demo", help="compress and decompress a bundled real CT slice")
     p.add_argument("--out", metavar="DIR", help="keep the outputs in DIR (default: temporary)")
     return parser
 
@@ -87,6 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "decompress": commands.decompress,
         "info": commands.info,
         "demo": commands.demo,
+        "bench": commands.bench,
     }[args.command]
     try:
         return handler(args) or 0

@@ -337,3 +337,74 @@ def demo(args: argparse.Namespace) -> int:
               f"{row['enc_ms']:>7.1f} {row['dec_ms']:>7.1f}")
     print(f"outputs (containers and decoded DICOM) in {out_dir}")
     return 0
+
+
+# --------------------------------------------------------------------------------------------
+# bench
+
+
+def _number_list(text: str, kind: type, option: str) -> list:
+    try:
+        values = [kind(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise InputError(f"{option}: cannot read {text!r} (use e.g. 1,2,4)") from None
+    if not values or any(v <= 0 for v in values):
+        raise InputError(f"{option}: values must be positive")
+    return values
+
+
+def bench(args: argparse.Namespace) -> int:
+    import shlex
+
+    from medcodec.bench import datasets, report, runner
+
+    if args.codecs:
+        names = [c.strip() for c in args.codecs.split(",") if c.strip()]
+        for name in names:
+            codecs.get(name)  # unknown or unavailable: clear error before any work
+        unavailable: list[str] = []
+    else:
+        names = [n for n, ok, _, _ in codecs.availability() if ok]
+        unavailable = [n for n, ok, _, _ in codecs.availability() if not ok]
+        for name in unavailable:
+            print(f"note: codec {name} is not available on this install and is skipped")
+    tasks = runner.plan_tasks(names, args.mode, _number_list(args.max_error, int, "--max-error"),
+                              _number_list(args.bpp, float, "--bpp"))
+    if not tasks:
+        raise InputError("no codec offers the requested mode")
+    volumes = datasets.discover(args.inputs)
+    if not volumes:
+        raise InputError("no images found in the inputs")
+    out_dir = Path(args.out)
+    start = time.perf_counter()
+    load_failures: list[tuple[str, str, str]] = []
+    images = runner.iter_images(volumes, stride=max(1, args.stride), limit=args.limit,
+                                on_error=lambda vid, msg: load_failures.append((vid, "read", msg)))
+    from tqdm import tqdm
+
+    with tqdm(desc="bench", unit="image", disable=args.quiet or None, file=sys.stderr) as bar:
+        rows, failures = runner.run(images, tasks, out_dir,
+                                    workers=runner.worker_count(args.workers),
+                                    repeat=max(1, args.repeat), progress=bar.update)
+    failures = load_failures + failures
+    skipped: dict[str, set[str]] = {}
+    real_failures = []
+    for image_id, what, message in failures:
+        if message.startswith("skipped: "):
+            skipped.setdefault(what.split()[0], set()).add(message[len("skipped: "):].split(
+                ", this image")[0])
+        else:
+            real_failures.append((image_id, what, message))
+            print(f"failed: {image_id} ({what}): {message.splitlines()[0][:200]}",
+                  file=sys.stderr)
+    notes = [f"{codec} skipped on some images ({'; '.join(sorted(reasons))})"
+             for codec, reasons in sorted(skipped.items())]
+    failures = real_failures
+    wall = time.perf_counter() - start
+    command = "medcodec " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    summary = report.write_report(rows, out_dir, command, len(failures), unavailable, wall,
+                                  notes)
+    print((out_dir / "report.md").read_text())
+    print(f"{len(rows)} rows in {out_dir / 'results.csv'}; {summary['images']} images; "
+          f"{len(failures)} failures; {wall:.0f} s")
+    return 1 if failures and not rows else 0

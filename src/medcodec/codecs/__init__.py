@@ -6,9 +6,15 @@ benchmark can list what works on this install instead of failing half-way.
 
 from __future__ import annotations
 
+from medcodec.codecs.avif import AvifCodec
 from medcodec.codecs.base import Codec, CodingSpec, Knob, Mode
 from medcodec.codecs.deflate import DeflateCodec
+from medcodec.codecs.hevc import HevcCodec
+from medcodec.codecs.htj2k import Htj2kCodec
+from medcodec.codecs.jpeg12 import Jpeg12Codec
+from medcodec.codecs.jpeg2000 import Jpeg2000Codec
 from medcodec.codecs.jpegls import JpegLsCodec
+from medcodec.codecs.jpegxl import JpegXlCodec
 from medcodec.errors import CodecUnavailableError
 
 _REGISTRY: dict[str, type[Codec]] = {}
@@ -23,7 +29,16 @@ def register(codec: type[Codec]) -> type[Codec]:
     return codec
 
 
-for _codec in (JpegLsCodec, DeflateCodec):
+for _codec in (
+    JpegLsCodec,
+    DeflateCodec,
+    Jpeg2000Codec,
+    Htj2kCodec,
+    JpegXlCodec,
+    AvifCodec,
+    HevcCodec,
+    Jpeg12Codec,
+):
     register(_codec)
 
 

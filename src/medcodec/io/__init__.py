@@ -101,14 +101,19 @@ def _is_sidecar(path: Path) -> bool:
 
 
 def read_all(paths: Iterable[str | os.PathLike[str]]) -> Iterator[MedImage]:
-    """Yield every image in ``paths``; folders are walked and DICOM files grouped by series."""
+    """Yield every image in ``paths``; folders are walked and DICOM files grouped by series.
+
+    DICOM files given one by one are grouped too, so ``a.dcm b.dcm c.dcm`` of one series is one
+    volume, as it would be when their folder is given.
+    """
     from medcodec.io.dicom import read_dicom_series
 
+    dicom_files: list[Path] = []
+    others: list[Path] = []
     for item in paths:
         item = Path(item)
         if item.is_dir():
-            dicom_files: list[Path] = []
-            others: list[Path] = []
+            found = 0
             for root, dirs, files in os.walk(item):
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))
                 for name in sorted(files):
@@ -118,17 +123,22 @@ def read_all(paths: Iterable[str | os.PathLike[str]]) -> Iterator[MedImage]:
                     fmt = detect_format(p)
                     if fmt == "dicom":
                         dicom_files.append(p)
+                        found += 1
                     elif fmt is not None and not _is_sidecar(p):
                         others.append(p)
-            if not dicom_files and not others:
+                        found += 1
+            if not found:
                 raise InputError(f"{item}: no readable images in this folder")
-            yield from read_dicom_series(dicom_files)
-            for p in others:
-                yield read_file(p)
         elif item.is_file():
-            yield read_file(item)
+            if detect_format(item) == "dicom":
+                dicom_files.append(item)
+            else:
+                others.append(item)
         else:
             raise InputError(f"{item}: no such file or folder")
+    yield from read_dicom_series(dicom_files)
+    for p in others:
+        yield read_file(p)
 
 
 def read(path: str | os.PathLike[str]) -> MedImage:

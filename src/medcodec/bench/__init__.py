@@ -1,0 +1,1 @@
+"""Benchmark helpers: the metrics and BD-rate of ``shared/BENCHMARK.md``."""

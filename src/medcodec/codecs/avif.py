@@ -1,0 +1,98 @@
+"""AVIF (AV1 intra in HEIF) through libavif + libaom, monochrome 4:0:0 at 8, 10 or 12 bits.
+
+AV1 carries at most 12 bits, so deeper data is refused rather than silently truncated. Lossless
+goes through imagecodecs' monochrome path (YUV400, identity matrix, quantiser 0). imagecodecs
+forces that path to lossless whatever the quality, so lossy coding hands libavif the grey image
+as R = G = B with ``pixelformat=YUV400``: full-range BT.601 luma of equal channels is the grey
+value itself, and only the luma plane is coded. Speed 6 is avifenc's default (libaom's own
+default, speed 0, is about 13x slower for ~2% fewer lossless bytes). The bytes counted are the
+AVIF file as libavif writes it (about 280 bytes of HEIF boxes around the AV1 data).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+
+from medcodec.codecs.base import Codec, CodingSpec, Knob, Mode, checked_shape, unsigned_dtype
+from medcodec.errors import CorruptStreamError, InputError
+
+_SPEED = 6
+
+
+def _av1_depth(bits: int) -> int:
+    """The AV1 bit depth that holds ``bits`` bits: 8, 10 or 12."""
+    return 8 if bits <= 8 else 10 if bits <= 10 else 12
+
+
+class AvifCodec(Codec):
+    name = "avif"
+    description = "AVIF (libavif + libaom, speed 6): 4:0:0 at 8/10/12 bits, lossless and quality"
+    modes: ClassVar = frozenset({Mode.LOSSLESS, Mode.LOSSY})
+    min_bits = 1
+    max_bits = 12
+    knob = Knob("quality", 0, 99, rate_increases=True, integer=True)
+    dicom_method = None  # DICOM has no AV1 defined term for (0028,2114)
+
+    @classmethod
+    def available(cls) -> bool:
+        try:
+            import imagecodecs
+        except ImportError:
+            return False
+        return bool(imagecodecs.AVIF.available)
+
+    @classmethod
+    def version(cls) -> str:
+        import imagecodecs
+
+        return f"{imagecodecs.avif_version()} + libaom (imagecodecs {imagecodecs.__version__})"
+
+    def _check_knob(self, spec: CodingSpec) -> float:
+        """The lossy setting, refused with a clear message when outside the knob's range."""
+        assert self.knob is not None
+        value = float(spec.quality)  # type: ignore[arg-type]
+        if not self.knob.low <= value <= self.knob.high:
+            raise InputError(
+                f"{self.name}: {self.knob.name} must be in {self.knob.low:g}..{self.knob.high:g}, "
+                f"got {value:g}"
+            )
+        return value
+
+    def encode(self, array: np.ndarray, bits: int, spec: CodingSpec) -> bytes:
+        import imagecodecs
+
+        self.check(bits, spec)
+        data = np.ascontiguousarray(array, dtype=unsigned_dtype(bits))
+        depth = _av1_depth(bits)
+        if spec.mode is Mode.LOSSLESS:
+            return bytes(
+                imagecodecs.avif_encode(
+                    data, 100, bitspersample=depth, speed=_SPEED, codec="aom", numthreads=1
+                )
+            )
+        quality = round(self._check_knob(spec))
+        rgb = np.repeat(data[..., np.newaxis], 3, axis=2)
+        return bytes(
+            imagecodecs.avif_encode(
+                rgb,
+                quality,
+                bitspersample=depth,
+                speed=_SPEED,
+                pixelformat=imagecodecs.AVIF.PIXEL_FORMAT.YUV400,
+                codec="aom",
+                numthreads=1,
+            )
+        )
+
+    def decode(self, data: bytes, shape: tuple[int, int], bits: int) -> np.ndarray:
+        import imagecodecs
+
+        out = np.empty(shape, dtype=unsigned_dtype(bits))
+        try:
+            decoded = imagecodecs.avif_decode(data, numthreads=1, out=out)
+        except Exception as exc:  # the library raises its own error types
+            raise CorruptStreamError(f"AVIF stream does not decode: {exc}") from None
+        decoded = checked_shape(decoded, shape, self.name)
+        return np.minimum(decoded, (1 << bits) - 1, out=decoded)

@@ -1,0 +1,75 @@
+"""JPEG (ISO 10918-1) DCT through libjpeg-turbo at 12 bits: the lossy codec most PACS still use.
+
+Images of at most 8 bits are coded as baseline 8-bit JPEG, deeper ones (up to 12) as extended
+12-bit JPEG (DICOM's JPEG Extended, process 4). Lossy only; the knob is the IJG quality 1..100.
+Huffman tables are optimised, as a careful encoder would.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+
+from medcodec.codecs.base import Codec, CodingSpec, Knob, Mode, checked_shape, unsigned_dtype
+from medcodec.errors import CorruptStreamError, InputError
+
+
+class Jpeg12Codec(Codec):
+    name = "jpeg12"
+    description = "JPEG DCT (libjpeg-turbo): 8-bit baseline or 12-bit extended, quality 1-100"
+    modes: ClassVar = frozenset({Mode.LOSSY})
+    min_bits = 1
+    max_bits = 12
+    knob = Knob("quality", 1, 100, rate_increases=True, integer=True)
+    dicom_method = "ISO_10918_1"
+
+    @classmethod
+    def available(cls) -> bool:
+        try:
+            import imagecodecs
+        except ImportError:
+            return False
+        return bool(imagecodecs.JPEG8.available) and bool(
+            getattr(imagecodecs.JPEG8, "all_precisions", False)
+        )
+
+    @classmethod
+    def version(cls) -> str:
+        import imagecodecs
+
+        return f"{imagecodecs.jpeg8_version()} (imagecodecs {imagecodecs.__version__})"
+
+    def _check_knob(self, spec: CodingSpec) -> float:
+        """The lossy setting, refused with a clear message when outside the knob's range."""
+        assert self.knob is not None
+        value = float(spec.quality)  # type: ignore[arg-type]
+        if not self.knob.low <= value <= self.knob.high:
+            raise InputError(
+                f"{self.name}: {self.knob.name} must be in {self.knob.low:g}..{self.knob.high:g}, "
+                f"got {value:g}"
+            )
+        return value
+
+    def encode(self, array: np.ndarray, bits: int, spec: CodingSpec) -> bytes:
+        import imagecodecs
+
+        self.check(bits, spec)
+        data = np.ascontiguousarray(array, dtype=unsigned_dtype(bits))
+        quality = round(self._check_knob(spec))
+        return bytes(
+            imagecodecs.jpeg8_encode(
+                data, level=quality, bitspersample=8 if bits <= 8 else 12, optimize=True
+            )
+        )
+
+    def decode(self, data: bytes, shape: tuple[int, int], bits: int) -> np.ndarray:
+        import imagecodecs
+
+        out = np.empty(shape, dtype=unsigned_dtype(bits))
+        try:
+            decoded = imagecodecs.jpeg8_decode(data, out=out)
+        except Exception as exc:  # the library raises its own error types
+            raise CorruptStreamError(f"JPEG stream does not decode: {exc}") from None
+        decoded = checked_shape(decoded, shape, self.name)
+        return np.minimum(decoded, (1 << bits) - 1, out=decoded)

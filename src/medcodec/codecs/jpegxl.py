@@ -1,0 +1,79 @@
+"""JPEG XL (ISO 18181-1) through libjxl: the best lossless standard codec on CT in our tests.
+
+Bare codestream (no ISOBMFF container), effort 7 (libjxl's default), the sample precision set to
+the effective bit depth. Lossless is modular mode; lossy is VarDCT steered by the Butteraugli
+distance (smaller distance = more bits; libjxl accepts 0.01 to 25).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+
+from medcodec.codecs.base import Codec, CodingSpec, Knob, Mode, checked_shape, unsigned_dtype
+from medcodec.errors import CorruptStreamError, InputError
+
+_EFFORT = 7
+
+
+class JpegXlCodec(Codec):
+    name = "jpegxl"
+    description = "JPEG XL (libjxl, effort 7): lossless modular, lossy distance"
+    modes: ClassVar = frozenset({Mode.LOSSLESS, Mode.LOSSY})
+    min_bits = 1
+    max_bits = 16
+    knob = Knob("distance", 0.01, 25.0, rate_increases=False, integer=False)
+    dicom_method = "ISO_18181_1"
+
+    @classmethod
+    def available(cls) -> bool:
+        try:
+            import imagecodecs
+        except ImportError:
+            return False
+        return bool(imagecodecs.JPEGXL.available)
+
+    @classmethod
+    def version(cls) -> str:
+        import imagecodecs
+
+        return f"{imagecodecs.jpegxl_version()} (imagecodecs {imagecodecs.__version__})"
+
+    def _check_knob(self, spec: CodingSpec) -> float:
+        """The lossy setting, refused with a clear message when outside the knob's range."""
+        assert self.knob is not None
+        value = float(spec.quality)  # type: ignore[arg-type]
+        if not self.knob.low <= value <= self.knob.high:
+            raise InputError(
+                f"{self.name}: {self.knob.name} must be in {self.knob.low:g}..{self.knob.high:g}, "
+                f"got {value:g}"
+            )
+        return value
+
+    def encode(self, array: np.ndarray, bits: int, spec: CodingSpec) -> bytes:
+        import imagecodecs
+
+        self.check(bits, spec)
+        data = np.ascontiguousarray(array, dtype=unsigned_dtype(bits))
+        if spec.mode is Mode.LOSSY:
+            self._check_knob(spec)
+            options: dict[str, object] = {"lossless": False, "distance": float(spec.quality)}
+        else:
+            options = {"lossless": True}
+        return bytes(
+            imagecodecs.jpegxl_encode(
+                data, effort=_EFFORT, bitspersample=bits, numthreads=1, **options
+            )
+        )
+
+    def decode(self, data: bytes, shape: tuple[int, int], bits: int) -> np.ndarray:
+        import imagecodecs
+
+        out = np.empty(shape, dtype=unsigned_dtype(bits))
+        try:
+            decoded = imagecodecs.jpegxl_decode(data, numthreads=1, out=out)
+        except Exception as exc:  # the library raises its own error types
+            raise CorruptStreamError(f"JPEG XL stream does not decode: {exc}") from None
+        decoded = checked_shape(decoded, shape, self.name)
+        return np.minimum(decoded, (1 << bits) - 1, out=decoded)
