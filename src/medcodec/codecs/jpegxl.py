@@ -58,12 +58,18 @@ class JpegXlCodec(Codec):
         data = np.ascontiguousarray(array, dtype=unsigned_dtype(bits))
         if spec.mode is Mode.LOSSY:
             self._check_knob(spec)
+            # Lossy is coded in the full 16-bit container, not at precision B: libjxl's
+            # perceptual quantisation then spends bits where PSNR counts, and on our CT this
+            # is the stronger competitor (BD-rate vs JPEG 2000 about +24% instead of +49%).
+            # The decoded values are the same stored units either way.
             options: dict[str, object] = {"lossless": False, "distance": float(spec.quality)}
+            precision = 16 if bits > 8 else 8
         else:
             options = {"lossless": True}
+            precision = bits
         return bytes(
             imagecodecs.jpegxl_encode(
-                data, effort=_EFFORT, bitspersample=bits, numthreads=1, **options
+                data, effort=_EFFORT, bitspersample=precision, numthreads=1, **options
             )
         )
 
