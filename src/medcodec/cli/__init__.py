@@ -100,6 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeat", type=int, default=3, metavar="R",
                    help="timed runs per measurement after one warm-up (default 3)")
 
+    from medcodec.cli.ecosystem import add_parsers
+
+    add_parsers(subparsers, parents=[common])
+
     p = add("demo", help="compress and decompress a bundled real CT slice")
     p.add_argument("--out", metavar="DIR", help="keep the outputs in DIR (default: temporary)")
     return parser
@@ -113,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         warnings.filterwarnings("ignore", category=UserWarning, module=r"pydicom(\.|$)")
     from medcodec.cli import commands
 
-    handler = {
+    handler = getattr(args, "func", None) or {
         "compress": commands.compress,
         "decompress": commands.decompress,
         "info": commands.info,

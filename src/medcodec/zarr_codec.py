@@ -1,0 +1,322 @@
+"""medcodec as a numcodecs codec: CT volumes in Zarr, one compressed chunk per slice.
+
+Training pipelines read volumes from Zarr with random access; this codec lets them keep those
+volumes losslessly (or with a bounded error) compressed with any codec of medcodec's registry,
+standard or learned, at native bit depth. Each chunk is coded plane by plane exactly as the
+``.mdcx`` pipeline codes slices: shifted by its minimum, coded at its effective bit depth,
+decoded again and checked before it is stored, with a CRC32 of the decoded plane checked on
+every read (a decoder that differs from the encoder's is reported, never returned silently).
+
+Chunk layout (little-endian)::
+
+    b"MDZ1" | u8 header length n | n bytes UTF-8 JSON {"dtype", "shape", "codec"}
+    | per plane: i64 shift, u8 bits, u32 crc32, u32 length | the planes' codestreams
+
+Example (zarr-python 3, Zarr format 2; ``zarr_format=3`` works too)::
+
+    import medcodec, zarr
+    from medcodec.zarr_codec import MedcodecCodec, from_zarr, read_settings, to_zarr
+
+    ct = medcodec.read("series_folder/")                 # MedImage, (slices, rows, cols)
+    arr = to_zarr(ct, "ct.zarr", codec="htj2k")          # chunks = (1, rows, cols)
+    arr.attrs["medcodec"]["pixel_spacing"]               # spacing, rescale, orientation, ...
+    slab = zarr.open_array("ct.zarr", mode="r")[40:44]   # reads 4 chunks only
+    back = from_zarr("ct.zarr")                          # MedImage again, identical pixels
+    with read_settings():                                # whole volumes: keep all cores busy
+        volume = zarr.open_array("ct.zarr", mode="r")[:]
+
+    # or by hand, as any numcodecs compressor:
+    zarr.create_array("x.zarr", shape=(n, r, c), chunks=(1, r, c), dtype="int16",
+                      compressors=MedcodecCodec(codec="jpegls"), zarr_format=2)
+
+Importing this module registers the codec id ``"medcodec"`` with numcodecs (and
+``"numcodecs.medcodec"`` with zarr for the v3 format); a reader in another process must import
+it too, unless the package's ``numcodecs.codecs`` entry point is installed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import struct
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from numcodecs.abc import Codec as _NumcodecsCodec
+from numcodecs.compat import ndarray_copy
+from numcodecs.registry import register_codec
+
+from medcodec import codecs
+from medcodec.codecs.base import Codec, CodingSpec
+from medcodec.errors import CodecUnavailableError, CorruptStreamError, MedcodecError
+from medcodec.image import MedImage
+
+_MAGIC = b"MDZ1"
+_PLANE = struct.Struct("<qBII")
+#: Metadata key under the array's attributes.
+ATTRS_KEY = "medcodec"
+#: Largest plane a chunk header may promise (the decoder allocates no more).
+_MAX_PLANE_PIXELS = 1 << 28
+
+
+@functools.lru_cache(maxsize=32)
+def resolve_codec(name: str) -> Codec:
+    """A registry codec by name; modules not yet wired into the registry are found too.
+
+    Cached: chunks are decoded by the thousand, and codec objects are stateless.
+    """
+    try:
+        return codecs.get(name)
+    except CodecUnavailableError as exc:
+        if "unknown codec" not in str(exc):
+            raise
+    import importlib
+    import inspect
+
+    try:
+        module = importlib.import_module(f"medcodec.codecs.{name}")
+    except ImportError:
+        raise CodecUnavailableError(
+            f"unknown codec {name!r}; known codecs: {', '.join(codecs.names())}") from None
+    for _, cls in inspect.getmembers(module, inspect.isclass):
+        if issubclass(cls, Codec) and getattr(cls, "name", None) == name:
+            if not cls.available():
+                raise CodecUnavailableError(f"codec {name!r} is not available on this install")
+            return cls()
+    raise CodecUnavailableError(f"unknown codec {name!r}")
+
+
+class MedcodecCodec(_NumcodecsCodec):
+    """numcodecs codec: each 2-D plane of a chunk coded by a medcodec codec (checked, CRC'd).
+
+    ``codec`` is a registry name (``auto`` = JPEG-LS up to 16 bits, deflate above); ``mode``
+    ``lossless`` (default), ``near-lossless`` with ``max_error`` or ``lossy`` with ``quality``.
+    """
+
+    codec_id = "medcodec"
+
+    def __init__(self, codec: str = "auto", mode: str = "lossless", max_error: int | None = None,
+                 quality: float | None = None) -> None:
+        from medcodec.pipeline import make_spec
+
+        self.codec = str(codec)
+        self.mode = str(mode)
+        self.max_error = None if max_error is None else int(max_error)
+        self.quality = None if quality is None else float(quality)
+        self._spec: CodingSpec = make_spec(self.mode, self.max_error, self.quality)
+
+    def get_config(self) -> dict[str, Any]:
+        config: dict[str, Any] = {"id": self.codec_id, "codec": self.codec, "mode": self.mode}
+        if self.max_error is not None:
+            config["max_error"] = self.max_error
+        if self.quality is not None:
+            config["quality"] = self.quality
+        return config
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> MedcodecCodec:
+        """Accept configurations with or without their ``id`` (numcodecs passes both)."""
+        return cls(**{k: v for k, v in config.items() if k != "id"})
+
+    def __repr__(self) -> str:
+        extra = "".join(f", {k}={v!r}" for k, v in self.get_config().items()
+                        if k not in ("id", "codec", "mode"))
+        return f"MedcodecCodec(codec={self.codec!r}, mode={self.mode!r}{extra})"
+
+    def encode(self, buf: Any) -> bytes:
+        from medcodec.image import value_range_bits
+        from medcodec.pipeline import _encode_slice
+
+        array = np.asarray(buf)
+        if array.ndim < 2:
+            raise MedcodecError(
+                "the medcodec codec needs chunks with their shape (a Zarr compressor or "
+                f"serializer passes them); got a flat buffer of {array.size} items")
+        if array.dtype.kind not in "ui" or array.dtype.itemsize > 4:
+            raise MedcodecError(f"the medcodec codec codes integer pixels, not {array.dtype}")
+        shape = array.shape
+        planes = np.ascontiguousarray(array).reshape(-1, shape[-2], shape[-1])
+        bits = value_range_bits(int(planes.min()), int(planes.max())) if planes.size else 1
+        codec = (codecs.choose(self.codec, bits, self._spec) if self.codec == "auto"
+                 else resolve_codec(self.codec))
+        header = json.dumps({"dtype": array.dtype.str, "shape": list(shape),
+                             "codec": codec.name}, separators=(",", ":")).encode()
+        table, payload = [], []
+        for plane in planes:
+            data, record = _encode_slice(codec, plane, self._spec, verify=True)
+            table.append(_PLANE.pack(record.shift, record.bits, record.crc32, len(data)))
+            payload.append(data)
+        return b"".join([_MAGIC, struct.pack("<B", len(header)), header, *table, *payload])
+
+    def decode(self, buf: Any, out: Any = None) -> np.ndarray:
+        from medcodec.pipeline import pixel_crc32
+
+        data = memoryview(buf).cast("B") if not isinstance(buf, bytes) else memoryview(buf)
+        if bytes(data[:4]) != _MAGIC or len(data) < 5:
+            raise CorruptStreamError("not a medcodec Zarr chunk (bad magic)")
+        size = data[4]
+        try:
+            header = json.loads(bytes(data[5 : 5 + size]))
+            dtype = np.dtype(header["dtype"])
+            shape = tuple(int(n) for n in header["shape"])
+            codec = resolve_codec(str(header["codec"]))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CorruptStreamError(f"medcodec Zarr chunk header is damaged ({exc})") from None
+        if len(shape) < 2 or min(shape) < 1 or shape[-2] * shape[-1] > _MAX_PLANE_PIXELS:
+            raise CorruptStreamError(f"medcodec Zarr chunk shape {shape} is invalid")
+        rows, cols = shape[-2], shape[-1]
+        n_planes = int(np.prod(shape[:-2], dtype=np.int64))
+        pos = 5 + size
+        records = []
+        for _ in range(n_planes):
+            if pos + _PLANE.size > len(data):
+                raise CorruptStreamError("medcodec Zarr chunk is truncated")
+            records.append(_PLANE.unpack(data[pos : pos + _PLANE.size]))
+            pos += _PLANE.size
+        result = np.empty((n_planes, rows, cols), dtype=dtype)
+        for index, (shift, bits, crc, length) in enumerate(records):
+            if pos + length > len(data) or not 1 <= bits <= dtype.itemsize * 8:
+                raise CorruptStreamError("medcodec Zarr chunk is truncated or damaged")
+            decoded = codec.decode(bytes(data[pos : pos + length]), (rows, cols), bits)
+            pos += length
+            plane = _restore_plane(decoded, shift, bits, dtype)
+            if pixel_crc32(plane) != crc:
+                raise CorruptStreamError(
+                    f"plane {index} of a medcodec Zarr chunk decoded to different pixels than "
+                    "were encoded (checksum mismatch)")
+            result[index] = plane
+        result = result.reshape(shape)
+        return ndarray_copy(result, out) if out is not None else result
+
+
+def _restore_plane(decoded: np.ndarray, shift: int, bits: int, dtype: np.dtype) -> np.ndarray:
+    """Undo the shift; in the pixel type itself when no value can leave it (3x faster loads).
+
+    ``decoded + shift`` is exact in the pixel type's modular arithmetic whenever the coded range
+    ``[shift, shift + 2**bits - 1]`` fits the type and the decoder kept to ``bits`` bits;
+    otherwise the pipeline's clamping restore is used. The CRC check follows either way.
+    """
+    from medcodec.pipeline import _restore
+
+    info = np.iinfo(dtype)
+    top = (1 << bits) - 1
+    decoded = np.asarray(decoded)
+    if (decoded.dtype.kind == "u" and info.min <= shift and shift + top <= info.max
+            and int(decoded.max(initial=0)) <= top):
+        if decoded.dtype.itemsize == dtype.itemsize and decoded.flags.writeable:
+            plane = decoded.view(dtype)  # the decoder's own buffer: no copy
+        else:
+            plane = decoded.astype(dtype, casting="unsafe")
+        if shift:
+            np.add(plane, np.array(shift).astype(dtype), out=plane)  # wraps back into range
+        return plane
+    return _restore(decoded, shift, bits, dtype)
+
+
+register_codec(MedcodecCodec)
+
+try:  # zarr >= 3.1.3: the same codec as a Zarr v3 array -> bytes serializer
+    from zarr.codecs.numcodecs._codecs import _NumcodecsArrayBytesCodec
+    from zarr.registry import register_codec as _register_zarr_codec
+
+    class MedcodecZarr3(_NumcodecsArrayBytesCodec, codec_name="medcodec"):
+        """Zarr v3 serializer wrapping :class:`MedcodecCodec` (``numcodecs.medcodec``)."""
+
+    _register_zarr_codec("numcodecs.medcodec", MedcodecZarr3)
+except ImportError:  # zarr missing or too old: Zarr format 2 still works
+    MedcodecZarr3 = None  # type: ignore[assignment,misc]
+
+
+#: zarr-python 3 settings for reading many slice chunks: chunks decoded in batches of 16 with up
+#: to 32 in flight keep every core decoding (the defaults, 1 and 10, left a 2-core machine
+#: at 1.4 cores busy: 0.26 s instead of 0.19 s for a 134-slice CT).
+READ_SETTINGS = {"codec_pipeline.batch_size": 16, "async.concurrency": 32}
+
+
+def read_settings() -> contextlib.AbstractContextManager[Any]:
+    """``with read_settings(): array[...]``: READ_SETTINGS for zarr-python 3, no-op otherwise."""
+    import zarr
+
+    config = getattr(zarr, "config", None)
+    if config is None or not hasattr(config, "set"):
+        return contextlib.nullcontext()
+    return config.set(READ_SETTINGS)
+
+
+def volume_attrs(image: MedImage) -> dict[str, Any]:
+    """What a reader needs besides the pixels: geometry, rescale, photometric, source facts."""
+    return {
+        "bits_stored": image.bits_stored,
+        "photometric": image.photometric,
+        "rescale_slope": image.rescale_slope,
+        "rescale_intercept": image.rescale_intercept,
+        "pixel_spacing": list(image.pixel_spacing) if image.pixel_spacing else None,
+        "slice_thickness": image.slice_thickness,
+        "slice_positions": (None if image.slice_positions is None
+                            else image.slice_positions.tolist()),
+        "orientation": list(image.orientation) if image.orientation else None,
+        "modality": image.modality,
+        "source_format": image.source_format,
+        "source_name": os.path.basename(image.source_path) if image.source_path else None,
+        "meta": json.loads(json.dumps(image.meta, default=str)),
+    }
+
+
+def to_zarr(image: MedImage, store: Any, codec: str = "auto", mode: str = "lossless",
+            max_error: int | None = None, quality: float | None = None,
+            zarr_format: int = 2, overwrite: bool = False) -> Any:
+    """Write ``image`` as a Zarr array, one chunk per slice, metadata in ``attrs["medcodec"]``."""
+    import zarr
+
+    compressor = MedcodecCodec(codec=codec, mode=mode, max_error=max_error, quality=quality)
+    shape = image.pixels.shape
+    common = {"shape": shape, "chunks": (1, *shape[1:]), "dtype": image.pixels.dtype,
+              "fill_value": 0, "overwrite": overwrite, "zarr_format": zarr_format}
+    if zarr_format == 2:
+        array = zarr.create_array(store, compressors=compressor, **common)
+    else:
+        if MedcodecZarr3 is None:
+            raise CodecUnavailableError("the Zarr v3 format needs zarr >= 3.1.3 "
+                                        "(use zarr_format=2)")
+        import warnings
+
+        with warnings.catch_warnings():  # "numcodecs codecs are not in the v3 spec"
+            warnings.simplefilter("ignore")
+            serializer = MedcodecZarr3(**{k: v for k, v in compressor.get_config().items()
+                                          if k != "id"})
+        array = zarr.create_array(store, serializer=serializer, compressors=None, **common)
+    array[...] = image.pixels
+    array.attrs[ATTRS_KEY] = volume_attrs(image)
+    return array
+
+
+def from_zarr(source: Any, slices: slice | None = None) -> MedImage:
+    """Read an array written by :func:`to_zarr` (a path, store or array) back as a MedImage."""
+    import zarr
+
+    array = source if hasattr(source, "attrs") and hasattr(source, "shape") else \
+        zarr.open_array(source, mode="r")
+    facts: Mapping[str, Any] = dict(array.attrs.get(ATTRS_KEY) or {})
+    with read_settings():
+        pixels = np.asarray(array[slices if slices is not None else slice(None)])
+    positions = facts.get("slice_positions")
+    if positions is not None and slices is not None:
+        positions = np.asarray(positions, dtype=np.float64)[slices]
+    return MedImage(
+        pixels=pixels,
+        bits_stored=int(facts.get("bits_stored") or pixels.dtype.itemsize * 8),
+        photometric=facts.get("photometric") or "MONOCHROME2",
+        rescale_slope=float(facts.get("rescale_slope", 1.0)),
+        rescale_intercept=float(facts.get("rescale_intercept", 0.0)),
+        pixel_spacing=tuple(facts["pixel_spacing"]) if facts.get("pixel_spacing") else None,
+        slice_thickness=facts.get("slice_thickness"),
+        slice_positions=positions,
+        orientation=tuple(facts["orientation"]) if facts.get("orientation") else None,
+        modality=facts.get("modality"),
+        source_format="zarr",
+        source_path=str(source) if isinstance(source, str | os.PathLike) else None,
+        meta=dict(facts.get("meta") or {}),
+    )
