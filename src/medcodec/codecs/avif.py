@@ -6,8 +6,9 @@ forces that path to lossless whatever the quality, so lossy coding hands libavif
 as R = G = B with ``pixelformat=YUV400``: full-range BT.601 luma of equal channels is the grey
 value itself, and only the luma plane is coded. Speed 4: on 12-bit CT it needs 7-10% fewer lossy
 bytes than avifenc's default speed 6 at the same PSNR (speed 2 gains ~4% more at twice the time),
-so the benchmark meets a strong AVIF at a bearable cost (about 0.7 s per 512x512 slice). The bytes counted are the
-AVIF file as libavif writes it (about 280 bytes of HEIF boxes around the AV1 data).
+so the benchmark meets a strong AVIF at a bearable cost (about 0.7 s per 512x512 slice). The
+bytes counted are the AVIF file as libavif writes it (about 280 bytes of HEIF boxes around the
+AV1 data).
 """
 
 from __future__ import annotations

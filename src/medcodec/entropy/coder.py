@@ -1,0 +1,84 @@
+"""Code integer symbols, each with a table index, into one byte string (constriction's ANS).
+
+Symbols are grouped by table and each group is coded with one categorical model, so coding is
+a handful of vectorised calls, not a loop per symbol. The decoder must know every symbol's table
+index before decoding (indices come from data decoded earlier: a coarser subband, a previous
+pass), which is what makes decoding parallel over whole passes.
+
+Values outside a table's range are coded as its escape symbol, followed (at the end) by the
+value itself as two 16-bit halves; with tables reaching 14 scales into the tail this is rare.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from medcodec.entropy.tables import LaplaceTables
+from medcodec.errors import CorruptStreamError
+
+_HALF = 1 << 16
+
+
+class GroupedCoder:
+    def __init__(self, tables: LaplaceTables) -> None:
+        import constriction
+
+        self.tables = tables
+        self._model = constriction.stream.model
+        self._stack = constriction.stream.stack
+        self._models: dict[int, object] = {}
+
+    def _categorical(self, index: int) -> object:
+        model = self._models.get(index)
+        if model is None:
+            freqs = self.tables.table(index).astype(np.float64)
+            model = self._model.Categorical(freqs, perfect=False)
+            self._models[index] = model
+        return model
+
+    def encode(self, symbols: np.ndarray, indices: np.ndarray) -> bytes:
+        symbols = np.asarray(symbols, dtype=np.int64).ravel()
+        indices = np.asarray(indices, dtype=np.int64).ravel()
+        if symbols.shape != indices.shape:
+            raise ValueError("every symbol needs exactly one table index")
+        radius = self.tables.radius[indices].astype(np.int64)
+        escaped = np.abs(symbols) > radius
+        codes = np.where(escaped, 2 * radius + 1, symbols + radius)
+        coder = self._stack.AnsCoder()
+        # a stack: push what the decoder reads last first
+        if escaped.any():
+            values = symbols[escaped]
+            payload = (values + (1 << 31)).astype(np.uint64)
+            halves = np.stack([payload >> 16, payload & 0xFFFF], axis=1).ravel()
+            coder.encode_reverse(halves.astype(np.int32), self._model.Uniform(_HALF))
+        for index in np.unique(indices)[::-1]:
+            members = codes[indices == index]
+            coder.encode_reverse(members.astype(np.int32), self._categorical(int(index)))
+        return coder.get_compressed().astype("<u4").tobytes()
+
+    def decode(self, data: bytes, indices: np.ndarray) -> np.ndarray:
+        indices = np.asarray(indices, dtype=np.int64)
+        shape = indices.shape
+        indices = indices.ravel()
+        if len(data) % 4:
+            raise CorruptStreamError("entropy-coded stream has a partial word")
+        if indices.size and (indices.min() < 0 or indices.max() >= len(self.tables)):
+            raise CorruptStreamError("table index out of range")
+        words = np.frombuffer(data, dtype="<u4").astype(np.uint32)
+        try:
+            coder = self._stack.AnsCoder(words)
+            codes = np.empty(indices.size, dtype=np.int64)
+            for index in np.unique(indices):
+                where = np.flatnonzero(indices == index)
+                codes[where] = coder.decode(self._categorical(int(index)), where.size)
+            radius = self.tables.radius[indices].astype(np.int64)
+            escaped = codes == 2 * radius + 1
+            symbols = codes - radius
+            count = int(escaped.sum())
+            if count:
+                halves = coder.decode(self._model.Uniform(_HALF), 2 * count).astype(np.int64)
+                values = (halves[0::2] << 16 | halves[1::2]) - (1 << 31)
+                symbols[escaped] = values
+        except (ValueError, RuntimeError, AssertionError) as exc:
+            raise CorruptStreamError(f"entropy-coded stream does not decode: {exc}") from None
+        return symbols.reshape(shape)
