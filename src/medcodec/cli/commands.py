@@ -163,7 +163,8 @@ def info(args: argparse.Namespace) -> int:
             print(f"medcodec {__version__} codecs:")
             for row in rows:
                 mark = "yes" if row["available"] else "no "
-                print(f"  {row['codec']:<10} {mark}  {row['version']:<28} {row['description']}")
+                print(f"  {row['codec']:<10} {mark}  {row['description']}")
+                print(f"  {'':<10}      {row['version']}")
         if not args.file:
             return 0
     from medcodec.container import looks_like_container

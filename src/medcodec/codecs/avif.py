@@ -18,7 +18,7 @@ from typing import ClassVar
 import numpy as np
 
 from medcodec.codecs.base import Codec, CodingSpec, Knob, Mode, checked_shape, unsigned_dtype
-from medcodec.errors import CorruptStreamError, InputError
+from medcodec.errors import CorruptStreamError
 
 _SPEED = 4
 
@@ -51,17 +51,6 @@ class AvifCodec(Codec):
 
         return f"{imagecodecs.avif_version()} + libaom (imagecodecs {imagecodecs.__version__})"
 
-    def _check_knob(self, spec: CodingSpec) -> float:
-        """The lossy setting, refused with a clear message when outside the knob's range."""
-        assert self.knob is not None
-        value = float(spec.quality)  # type: ignore[arg-type]
-        if not self.knob.low <= value <= self.knob.high:
-            raise InputError(
-                f"{self.name}: {self.knob.name} must be in {self.knob.low:g}..{self.knob.high:g}, "
-                f"got {value:g}"
-            )
-        return value
-
     def encode(self, array: np.ndarray, bits: int, spec: CodingSpec) -> bytes:
         import imagecodecs
 
@@ -74,7 +63,7 @@ class AvifCodec(Codec):
                     data, 100, bitspersample=depth, speed=_SPEED, codec="aom", numthreads=1
                 )
             )
-        quality = round(self._check_knob(spec))
+        quality = round(self.knob_value(spec))
         rgb = np.repeat(data[..., np.newaxis], 3, axis=2)
         return bytes(
             imagecodecs.avif_encode(

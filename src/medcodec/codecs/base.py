@@ -14,7 +14,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from medcodec.errors import CodecUnavailableError, CorruptStreamError
+from medcodec.errors import CodecUnavailableError, CorruptStreamError, InputError
 
 
 class Mode(str, enum.Enum):
@@ -100,6 +100,18 @@ class Codec(ABC):
                 f"codec {self.name!r} carries at most {self.max_bits} bits, this image needs {bits}"
             )
 
+    def knob_value(self, spec: CodingSpec) -> float:
+        """The lossy setting, refused with a clear message when outside the knob's range."""
+        if self.knob is None or spec.quality is None:
+            raise InputError(f"{self.name}: no lossy quality knob")
+        value = float(spec.quality)
+        if not self.knob.low <= value <= self.knob.high:
+            raise InputError(
+                f"{self.name}: {self.knob.name} must be in {self.knob.low:g}..{self.knob.high:g}, "
+                f"got {value:g}"
+            )
+        return value
+
     @abstractmethod
     def encode(self, array: np.ndarray, bits: int, spec: CodingSpec) -> bytes:
         """Code a 2-D unsigned array whose values are all below ``2**bits``."""
@@ -107,6 +119,29 @@ class Codec(ABC):
     @abstractmethod
     def decode(self, data: bytes, shape: tuple[int, int], bits: int) -> np.ndarray:
         """Decode bytes made by :meth:`encode` back to a 2-D array of ``shape``."""
+
+
+class ImagecodecsCodec(Codec):
+    """A codec backed by one imagecodecs codec, which answers availability and version."""
+
+    #: imagecodecs' name for the codec, e.g. "JPEGXL" (``imagecodecs.JPEGXL``,
+    #: ``imagecodecs.jpegxl_version``).
+    library: ClassVar[str]
+
+    @classmethod
+    def available(cls) -> bool:
+        try:
+            import imagecodecs
+        except ImportError:
+            return False
+        return bool(getattr(imagecodecs, cls.library).available)
+
+    @classmethod
+    def version(cls) -> str:
+        import imagecodecs
+
+        lib_version = getattr(imagecodecs, f"{cls.library.lower()}_version")()
+        return f"{lib_version} (imagecodecs {imagecodecs.__version__})"
 
 
 def unsigned_dtype(bits: int) -> np.dtype:

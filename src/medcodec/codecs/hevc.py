@@ -27,7 +27,7 @@ from typing import ClassVar
 import numpy as np
 
 from medcodec.codecs.base import Codec, CodingSpec, Knob, Mode, checked_shape, unsigned_dtype
-from medcodec.errors import CorruptStreamError, InputError
+from medcodec.errors import CorruptStreamError
 
 _START = b"\x00\x00\x00\x01"
 _VPS, _SPS, _PPS = 32, 33, 34
@@ -63,22 +63,11 @@ class HevcCodec(Codec):
             f"(pillow-heif {pillow_heif.__version__})"
         )
 
-    def _check_knob(self, spec: CodingSpec) -> float:
-        """The lossy setting, refused with a clear message when outside the knob's range."""
-        assert self.knob is not None
-        value = float(spec.quality)  # type: ignore[arg-type]
-        if not self.knob.low <= value <= self.knob.high:
-            raise InputError(
-                f"{self.name}: {self.knob.name} must be in {self.knob.low:g}..{self.knob.high:g}, "
-                f"got {value:g}"
-            )
-        return value
-
     def encode(self, array: np.ndarray, bits: int, spec: CodingSpec) -> bytes:
         self.check(bits, spec)
         if spec.mode is Mode.LOSSLESS:
             return _encode(array, _hevc_depth(bits), None)
-        return _encode(array, _hevc_depth(bits), round(self._check_knob(spec)))
+        return _encode(array, _hevc_depth(bits), round(self.knob_value(spec)))
 
     def decode(self, data: bytes, shape: tuple[int, int], bits: int) -> np.ndarray:
         decoded = checked_shape(_decode(bytes(data), shape), shape, self.name)

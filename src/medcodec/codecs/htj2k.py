@@ -14,15 +14,23 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from medcodec.codecs.base import Codec, CodingSpec, Knob, Mode, checked_shape, unsigned_dtype
+from medcodec.codecs.base import (
+    CodingSpec,
+    ImagecodecsCodec,
+    Knob,
+    Mode,
+    checked_shape,
+    unsigned_dtype,
+)
 from medcodec.codecs.jpeg2000 import check_siz
-from medcodec.errors import CorruptStreamError, InputError
+from medcodec.errors import CorruptStreamError
 
 #: 5 decomposition levels, as for JPEG 2000 (OpenJPH's default too).
 _LEVELS = 5
 
 
-class Htj2kCodec(Codec):
+class Htj2kCodec(ImagecodecsCodec):
+    library = "HTJ2K"
     name = "htj2k"
     description = "HTJ2K (OpenJPH): lossless 5/3, lossy 9/7 with a quantisation step"
     modes: ClassVar = frozenset({Mode.LOSSLESS, Mode.LOSSY})
@@ -31,31 +39,6 @@ class Htj2kCodec(Codec):
     knob = Knob("qstep", 0.1, 2048.0, rate_increases=False, integer=False)
     dicom_method = "ISO_15444_15"
 
-    @classmethod
-    def available(cls) -> bool:
-        try:
-            import imagecodecs
-        except ImportError:
-            return False
-        return bool(imagecodecs.HTJ2K.available)
-
-    @classmethod
-    def version(cls) -> str:
-        import imagecodecs
-
-        return f"{imagecodecs.htj2k_version()} (imagecodecs {imagecodecs.__version__})"
-
-    def _check_knob(self, spec: CodingSpec) -> float:
-        """The lossy setting, refused with a clear message when outside the knob's range."""
-        assert self.knob is not None
-        value = float(spec.quality)  # type: ignore[arg-type]
-        if not self.knob.low <= value <= self.knob.high:
-            raise InputError(
-                f"{self.name}: {self.knob.name} must be in {self.knob.low:g}..{self.knob.high:g}, "
-                f"got {value:g}"
-            )
-        return value
-
     def encode(self, array: np.ndarray, bits: int, spec: CodingSpec) -> bytes:
         import imagecodecs
 
@@ -63,7 +46,7 @@ class Htj2kCodec(Codec):
         dtype = unsigned_dtype(bits)
         data = np.ascontiguousarray(array, dtype=dtype)
         if spec.mode is Mode.LOSSY:
-            self._check_knob(spec)
+            self.knob_value(spec)
             precision = dtype.itemsize * 8
             step = float(spec.quality) / 2.0**precision
             return bytes(

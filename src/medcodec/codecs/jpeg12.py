@@ -12,7 +12,7 @@ from typing import ClassVar
 import numpy as np
 
 from medcodec.codecs.base import Codec, CodingSpec, Knob, Mode, checked_shape, unsigned_dtype
-from medcodec.errors import CorruptStreamError, InputError
+from medcodec.errors import CorruptStreamError
 
 
 class Jpeg12Codec(Codec):
@@ -40,23 +40,12 @@ class Jpeg12Codec(Codec):
 
         return f"{imagecodecs.jpeg8_version()} (imagecodecs {imagecodecs.__version__})"
 
-    def _check_knob(self, spec: CodingSpec) -> float:
-        """The lossy setting, refused with a clear message when outside the knob's range."""
-        assert self.knob is not None
-        value = float(spec.quality)  # type: ignore[arg-type]
-        if not self.knob.low <= value <= self.knob.high:
-            raise InputError(
-                f"{self.name}: {self.knob.name} must be in {self.knob.low:g}..{self.knob.high:g}, "
-                f"got {value:g}"
-            )
-        return value
-
     def encode(self, array: np.ndarray, bits: int, spec: CodingSpec) -> bytes:
         import imagecodecs
 
         self.check(bits, spec)
         data = np.ascontiguousarray(array, dtype=unsigned_dtype(bits))
-        quality = round(self._check_knob(spec))
+        quality = round(self.knob_value(spec))
         return bytes(
             imagecodecs.jpeg8_encode(
                 data, level=quality, bitspersample=8 if bits <= 8 else 12, optimize=True

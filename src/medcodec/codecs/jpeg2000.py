@@ -14,20 +14,21 @@ from typing import ClassVar
 import numpy as np
 
 from medcodec.codecs.base import (
-    Codec,
     CodingSpec,
+    ImagecodecsCodec,
     Knob,
     Mode,
     checked_shape,
     unsigned_dtype,
 )
-from medcodec.errors import CorruptStreamError, InputError
+from medcodec.errors import CorruptStreamError
 
 #: OpenJPEG counts resolutions, not decomposition levels: 5 levels = 6 resolutions.
 _RESOLUTIONS = 6
 
 
-class Jpeg2000Codec(Codec):
+class Jpeg2000Codec(ImagecodecsCodec):
+    library = "JPEG2K"
     name = "jpeg2000"
     description = "JPEG 2000 (OpenJPEG): lossless 5/3, lossy 9/7 with a PSNR target"
     modes: ClassVar = frozenset({Mode.LOSSLESS, Mode.LOSSY})
@@ -36,31 +37,6 @@ class Jpeg2000Codec(Codec):
     knob = Knob("psnr_db", 20.0, 100.0, rate_increases=True, integer=False)
     dicom_method = "ISO_15444_1"
 
-    @classmethod
-    def available(cls) -> bool:
-        try:
-            import imagecodecs
-        except ImportError:
-            return False
-        return bool(imagecodecs.JPEG2K.available)
-
-    @classmethod
-    def version(cls) -> str:
-        import imagecodecs
-
-        return f"{imagecodecs.jpeg2k_version()} (imagecodecs {imagecodecs.__version__})"
-
-    def _check_knob(self, spec: CodingSpec) -> float:
-        """The lossy setting, refused with a clear message when outside the knob's range."""
-        assert self.knob is not None
-        value = float(spec.quality)  # type: ignore[arg-type]
-        if not self.knob.low <= value <= self.knob.high:
-            raise InputError(
-                f"{self.name}: {self.knob.name} must be in {self.knob.low:g}..{self.knob.high:g}, "
-                f"got {value:g}"
-            )
-        return value
-
     def encode(self, array: np.ndarray, bits: int, spec: CodingSpec) -> bytes:
         import imagecodecs
 
@@ -68,7 +44,7 @@ class Jpeg2000Codec(Codec):
         data = np.ascontiguousarray(array, dtype=unsigned_dtype(bits))
         lossy = spec.mode is Mode.LOSSY
         if lossy:
-            self._check_knob(spec)
+            self.knob_value(spec)
         return bytes(
             imagecodecs.jpeg2k_encode(
                 data,

@@ -1,8 +1,8 @@
 """JPEG XL (ISO 18181-1) through libjxl: the best lossless standard codec on CT in our tests.
 
-Bare codestream (no ISOBMFF container), effort 7 (libjxl's default), the sample precision set to
-the effective bit depth. Lossless is modular mode; lossy is VarDCT steered by the Butteraugli
-distance (smaller distance = more bits; libjxl accepts 0.01 to 25).
+Bare codestream (no ISOBMFF container), effort 7 (libjxl's default). Lossless is modular mode at
+the effective bit depth; lossy is VarDCT in the 16-bit container (see ``encode``) steered by the
+Butteraugli distance (smaller distance = more bits; libjxl accepts 0.01 to 25).
 """
 
 from __future__ import annotations
@@ -11,13 +11,21 @@ from typing import ClassVar
 
 import numpy as np
 
-from medcodec.codecs.base import Codec, CodingSpec, Knob, Mode, checked_shape, unsigned_dtype
-from medcodec.errors import CorruptStreamError, InputError
+from medcodec.codecs.base import (
+    CodingSpec,
+    ImagecodecsCodec,
+    Knob,
+    Mode,
+    checked_shape,
+    unsigned_dtype,
+)
+from medcodec.errors import CorruptStreamError
 
 _EFFORT = 7
 
 
-class JpegXlCodec(Codec):
+class JpegXlCodec(ImagecodecsCodec):
+    library = "JPEGXL"
     name = "jpegxl"
     description = "JPEG XL (libjxl, effort 7): lossless modular, lossy distance"
     modes: ClassVar = frozenset({Mode.LOSSLESS, Mode.LOSSY})
@@ -26,38 +34,13 @@ class JpegXlCodec(Codec):
     knob = Knob("distance", 0.01, 25.0, rate_increases=False, integer=False)
     dicom_method = "ISO_18181_1"
 
-    @classmethod
-    def available(cls) -> bool:
-        try:
-            import imagecodecs
-        except ImportError:
-            return False
-        return bool(imagecodecs.JPEGXL.available)
-
-    @classmethod
-    def version(cls) -> str:
-        import imagecodecs
-
-        return f"{imagecodecs.jpegxl_version()} (imagecodecs {imagecodecs.__version__})"
-
-    def _check_knob(self, spec: CodingSpec) -> float:
-        """The lossy setting, refused with a clear message when outside the knob's range."""
-        assert self.knob is not None
-        value = float(spec.quality)  # type: ignore[arg-type]
-        if not self.knob.low <= value <= self.knob.high:
-            raise InputError(
-                f"{self.name}: {self.knob.name} must be in {self.knob.low:g}..{self.knob.high:g}, "
-                f"got {value:g}"
-            )
-        return value
-
     def encode(self, array: np.ndarray, bits: int, spec: CodingSpec) -> bytes:
         import imagecodecs
 
         self.check(bits, spec)
         data = np.ascontiguousarray(array, dtype=unsigned_dtype(bits))
         if spec.mode is Mode.LOSSY:
-            self._check_knob(spec)
+            self.knob_value(spec)
             # Lossy is coded in the full 16-bit container, not at precision B: libjxl's
             # perceptual quantisation then spends bits where PSNR counts, and on our CT this
             # is the stronger competitor (BD-rate vs JPEG 2000 about +24% instead of +49%).
