@@ -126,6 +126,48 @@ class MedImage:
         )
 
 
+def image_facts(image: MedImage) -> dict[str, Any]:
+    """Everything about an image but its pixels, as JSON-ready values (container, Zarr attrs)."""
+    import json
+    import os
+
+    return {
+        "bits_stored": image.bits_stored,
+        "photometric": image.photometric,
+        "rescale_slope": image.rescale_slope,
+        "rescale_intercept": image.rescale_intercept,
+        "pixel_spacing": list(image.pixel_spacing) if image.pixel_spacing else None,
+        "slice_thickness": image.slice_thickness,
+        "slice_positions": (None if image.slice_positions is None
+                            else image.slice_positions.tolist()),
+        "orientation": list(image.orientation) if image.orientation else None,
+        "modality": image.modality,
+        "source_format": image.source_format,
+        "source_name": os.path.basename(image.source_path) if image.source_path else None,
+        "meta": json.loads(json.dumps(image.meta, default=str)),
+    }
+
+
+def image_from_facts(pixels: np.ndarray, facts: dict[str, Any], **overrides: Any) -> MedImage:
+    """The inverse of :func:`image_facts`; ``overrides`` replace individual fields."""
+    fields: dict[str, Any] = {
+        "pixels": pixels,
+        "bits_stored": int(facts.get("bits_stored") or pixels.dtype.itemsize * 8),
+        "photometric": facts.get("photometric") or "MONOCHROME2",
+        "rescale_slope": float(facts.get("rescale_slope", 1.0)),
+        "rescale_intercept": float(facts.get("rescale_intercept", 0.0)),
+        "pixel_spacing": tuple(facts["pixel_spacing"]) if facts.get("pixel_spacing") else None,
+        "slice_thickness": facts.get("slice_thickness"),
+        "slice_positions": facts.get("slice_positions"),
+        "orientation": tuple(facts["orientation"]) if facts.get("orientation") else None,
+        "modality": facts.get("modality"),
+        "source_format": facts.get("source_format") or "array",
+        "meta": dict(facts.get("meta") or {}),
+    }
+    fields.update(overrides)
+    return MedImage(**fields)
+
+
 def value_range_bits(low: int, high: int) -> int:
     """Bits needed to hold ``high - low`` as an unsigned value (at least 1)."""
     span = int(high) - int(low)

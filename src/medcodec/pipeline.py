@@ -23,7 +23,13 @@ from medcodec import __version__, codecs
 from medcodec.codecs.base import Codec, CodingSpec, Mode, unsigned_dtype
 from medcodec.container import ContainerReader, pack, pack_attachments, unpack_attachments
 from medcodec.errors import CorruptStreamError, InputError, MedcodecError
-from medcodec.image import SUPPORTED_DTYPES, MedImage, value_range_bits
+from medcodec.image import (
+    SUPPORTED_DTYPES,
+    MedImage,
+    image_facts,
+    image_from_facts,
+    value_range_bits,
+)
 
 #: Largest slice the decoder will allocate (rows * cols); 2**28 pixels = 1 GiB at 32 bits.
 MAX_SLICE_PIXELS = 1 << 28
@@ -88,25 +94,8 @@ def _restore(decoded: np.ndarray, shift: int, bits: int, dtype: np.dtype) -> np.
 
 
 def _image_header(image: MedImage) -> dict[str, Any]:
-    return {
-        "slices": image.n_slices,
-        "rows": image.rows,
-        "cols": image.cols,
-        "dtype": image.pixels.dtype.name,
-        "bits_stored": image.bits_stored,
-        "photometric": image.photometric,
-        "rescale_slope": image.rescale_slope,
-        "rescale_intercept": image.rescale_intercept,
-        "pixel_spacing": list(image.pixel_spacing) if image.pixel_spacing else None,
-        "slice_thickness": image.slice_thickness,
-        "slice_positions": (None if image.slice_positions is None
-                            else image.slice_positions.tolist()),
-        "orientation": list(image.orientation) if image.orientation else None,
-        "modality": image.modality,
-        "source_format": image.source_format,
-        "source_name": Path(image.source_path).name if image.source_path else None,
-        "meta": image.meta,
-    }
+    return {"slices": image.n_slices, "rows": image.rows, "cols": image.cols,
+            "dtype": image.pixels.dtype.name, **image_facts(image)}
 
 
 def compress(
@@ -255,22 +244,9 @@ class ContainerFile:
                     + (f", max error {codec['max_error']}" if codec.get("max_error") else "")
                 ),
             }
-        return MedImage(
-            pixels=pixels,
-            bits_stored=int(img.get("bits_stored", self.dtype.itemsize * 8)),
-            photometric=img.get("photometric") or "MONOCHROME2",
-            rescale_slope=float(img.get("rescale_slope", 1.0)),
-            rescale_intercept=float(img.get("rescale_intercept", 0.0)),
-            pixel_spacing=tuple(img["pixel_spacing"]) if img.get("pixel_spacing") else None,
-            slice_thickness=img.get("slice_thickness"),
-            slice_positions=positions,
-            orientation=tuple(img["orientation"]) if img.get("orientation") else None,
-            modality=img.get("modality"),
-            source_format=img.get("source_format") or "container",
-            source_path=self.name,
-            meta=meta,
-            attachments=attachments,
-        )
+        return image_from_facts(
+            pixels, img, slice_positions=positions, meta=meta, attachments=attachments,
+            source_format=img.get("source_format") or "container", source_path=self.name)
 
     @property
     def compressed_bytes(self) -> int:

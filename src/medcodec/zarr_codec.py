@@ -52,7 +52,7 @@ from numcodecs.registry import register_codec
 from medcodec import codecs
 from medcodec.codecs.base import Codec, CodingSpec
 from medcodec.errors import CodecUnavailableError, CorruptStreamError, MedcodecError
-from medcodec.image import MedImage
+from medcodec.image import MedImage, image_facts, image_from_facts
 
 _MAGIC = b"MDZ1"
 _PLANE = struct.Struct("<qBII")
@@ -248,21 +248,7 @@ def read_settings() -> contextlib.AbstractContextManager[Any]:
 
 def volume_attrs(image: MedImage) -> dict[str, Any]:
     """What a reader needs besides the pixels: geometry, rescale, photometric, source facts."""
-    return {
-        "bits_stored": image.bits_stored,
-        "photometric": image.photometric,
-        "rescale_slope": image.rescale_slope,
-        "rescale_intercept": image.rescale_intercept,
-        "pixel_spacing": list(image.pixel_spacing) if image.pixel_spacing else None,
-        "slice_thickness": image.slice_thickness,
-        "slice_positions": (None if image.slice_positions is None
-                            else image.slice_positions.tolist()),
-        "orientation": list(image.orientation) if image.orientation else None,
-        "modality": image.modality,
-        "source_format": image.source_format,
-        "source_name": os.path.basename(image.source_path) if image.source_path else None,
-        "meta": json.loads(json.dumps(image.meta, default=str)),
-    }
+    return image_facts(image)
 
 
 def to_zarr(image: MedImage, store: Any, codec: str = "auto", mode: str = "lossless",
@@ -305,18 +291,6 @@ def from_zarr(source: Any, slices: slice | None = None) -> MedImage:
     positions = facts.get("slice_positions")
     if positions is not None and slices is not None:
         positions = np.asarray(positions, dtype=np.float64)[slices]
-    return MedImage(
-        pixels=pixels,
-        bits_stored=int(facts.get("bits_stored") or pixels.dtype.itemsize * 8),
-        photometric=facts.get("photometric") or "MONOCHROME2",
-        rescale_slope=float(facts.get("rescale_slope", 1.0)),
-        rescale_intercept=float(facts.get("rescale_intercept", 0.0)),
-        pixel_spacing=tuple(facts["pixel_spacing"]) if facts.get("pixel_spacing") else None,
-        slice_thickness=facts.get("slice_thickness"),
-        slice_positions=positions,
-        orientation=tuple(facts["orientation"]) if facts.get("orientation") else None,
-        modality=facts.get("modality"),
-        source_format="zarr",
-        source_path=str(source) if isinstance(source, str | os.PathLike) else None,
-        meta=dict(facts.get("meta") or {}),
-    )
+    return image_from_facts(
+        pixels, dict(facts), slice_positions=positions, source_format="zarr",
+        source_path=str(source) if isinstance(source, str | os.PathLike) else None)
