@@ -60,12 +60,12 @@ def looks_like_dicom(path: str | os.PathLike[str]) -> bool:
     return "SOPClassUID" in ds or "Modality" in ds
 
 
-def _read_header(path: Path) -> Any:
-    pydicom = _pydicom()
+def _read_dataset(path: Path, pixels: bool = True) -> Any:
+    """pydicom's dataset of ``path`` (without the pixel data when ``pixels`` is False)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return pydicom.dcmread(path, stop_before_pixels=True, force=True)
+            return _pydicom().dcmread(path, stop_before_pixels=not pixels, force=True)
     except Exception as exc:
         raise InputError(f"{path}: not a readable DICOM file ({exc})") from None
 
@@ -233,13 +233,7 @@ def _image_from(datasets: list[tuple[Path, Any]], pixels: np.ndarray, layout: st
 def read_dicom_file(path: str | os.PathLike[str]) -> MedImage:
     """One DICOM file (single- or multi-frame) as a MedImage."""
     path = Path(path)
-    pydicom = _pydicom()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ds = pydicom.dcmread(path, force=True)
-    except Exception as exc:
-        raise InputError(f"{path}: not a readable DICOM file ({exc})") from None
+    ds = _read_dataset(path)
     _check_pixel_module(ds, path)
     pixels = _decode_pixels(ds, path)
     layout = "multiframe" if "NumberOfFrames" in ds else "files"
@@ -271,7 +265,7 @@ def read_dicom_series(paths: Iterable[str | os.PathLike[str]]) -> Iterator[MedIm
     singles: list[Path] = []
     for raw_path in paths:
         path = Path(raw_path)
-        ds = _read_header(path)
+        ds = _read_dataset(path, pixels=False)
         if "NumberOfFrames" in ds:
             singles.append(path)
             continue
@@ -292,16 +286,10 @@ def read_dicom_series(paths: Iterable[str | os.PathLike[str]]) -> Iterator[MedIm
 
 
 def _read_series(members: list[tuple[Path, Any]]) -> MedImage:
-    pydicom = _pydicom()
     datasets = []
     slices = []
     for path, _ in members:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                ds = pydicom.dcmread(path, force=True)
-        except Exception as exc:
-            raise InputError(f"{path}: not a readable DICOM file ({exc})") from None
+        ds = _read_dataset(path)
         _check_pixel_module(ds, path)
         slices.append(_decode_pixels(ds, path))
         del ds.PixelData  # the decoded array is all we keep; frees the encoded bytes
