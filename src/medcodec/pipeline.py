@@ -56,7 +56,7 @@ class SliceRecord:
 def pixel_crc32(pixels: np.ndarray) -> int:
     """CRC32 of pixels as little-endian bytes: the same number on every machine."""
     data = np.ascontiguousarray(pixels, dtype=pixels.dtype.newbyteorder("<"))
-    return zlib.crc32(data.tobytes()) & 0xFFFFFFFF
+    return zlib.crc32(memoryview(data).cast("B")) & 0xFFFFFFFF  # no copy
 
 
 def make_spec(mode: str = "lossless", max_error: int | None = None,
