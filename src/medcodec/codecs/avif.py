@@ -17,8 +17,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from medcodec.codecs.base import Codec, CodingSpec, Knob, Mode, checked_shape, unsigned_dtype
-from medcodec.errors import CorruptStreamError
+from medcodec.codecs.base import Codec, CodingSpec, Knob, Mode, decode_into, unsigned_dtype
 
 _SPEED = 4
 
@@ -80,10 +79,4 @@ class AvifCodec(Codec):
     def decode(self, data: bytes, shape: tuple[int, int], bits: int) -> np.ndarray:
         import imagecodecs
 
-        out = np.empty(shape, dtype=unsigned_dtype(bits))
-        try:
-            decoded = imagecodecs.avif_decode(data, numthreads=1, out=out)
-        except Exception as exc:  # the library raises its own error types
-            raise CorruptStreamError(f"AVIF stream does not decode: {exc}") from None
-        decoded = checked_shape(decoded, shape, self.name)
-        return np.minimum(decoded, (1 << bits) - 1, out=decoded)
+        return decode_into(imagecodecs.avif_decode, data, shape, bits, "AVIF", numthreads=1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -151,6 +152,24 @@ def unsigned_dtype(bits: int) -> np.dtype:
     if bits <= 16:
         return np.dtype(np.uint16)
     return np.dtype(np.uint32)
+
+
+def decode_into(decoder: Callable[..., np.ndarray], data: bytes, shape: tuple[int, int],
+                bits: int, label: str, **kwargs: object) -> np.ndarray:
+    """Run a library decoder into a pre-allocated array of the promised shape.
+
+    The ``out`` array bounds what a forged stream can make the library allocate; library errors
+    become CorruptStreamError; values beyond ``bits`` (lossy overshoot) are clamped.
+    """
+    out = np.empty(shape, dtype=unsigned_dtype(bits))
+    try:
+        decoded = decoder(data, out=out, **kwargs)
+    except Exception as exc:  # each library raises its own error types
+        raise CorruptStreamError(f"{label} stream does not decode: {exc}") from None
+    decoded = checked_shape(decoded, shape, label)
+    if bits < decoded.dtype.itemsize * 8:
+        np.minimum(decoded, (1 << bits) - 1, out=decoded)
+    return decoded
 
 
 def checked_shape(decoded: np.ndarray, shape: tuple[int, int], codec: str) -> np.ndarray:

@@ -11,8 +11,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from medcodec.codecs.base import Codec, CodingSpec, Knob, Mode, checked_shape, unsigned_dtype
-from medcodec.errors import CorruptStreamError
+from medcodec.codecs.base import Codec, CodingSpec, Knob, Mode, decode_into, unsigned_dtype
 
 
 class Jpeg12Codec(Codec):
@@ -55,10 +54,4 @@ class Jpeg12Codec(Codec):
     def decode(self, data: bytes, shape: tuple[int, int], bits: int) -> np.ndarray:
         import imagecodecs
 
-        out = np.empty(shape, dtype=unsigned_dtype(bits))
-        try:
-            decoded = imagecodecs.jpeg8_decode(data, out=out)
-        except Exception as exc:  # the library raises its own error types
-            raise CorruptStreamError(f"JPEG stream does not decode: {exc}") from None
-        decoded = checked_shape(decoded, shape, self.name)
-        return np.minimum(decoded, (1 << bits) - 1, out=decoded)
+        return decode_into(imagecodecs.jpeg8_decode, data, shape, bits, "JPEG")

@@ -18,7 +18,7 @@ from medcodec.codecs.base import (
     ImagecodecsCodec,
     Knob,
     Mode,
-    checked_shape,
+    decode_into,
     unsigned_dtype,
 )
 from medcodec.errors import CorruptStreamError
@@ -61,13 +61,8 @@ class Jpeg2000Codec(ImagecodecsCodec):
         import imagecodecs
 
         check_siz(data, shape, "JPEG 2000")
-        out = np.empty(shape, dtype=unsigned_dtype(bits))
-        try:
-            decoded = imagecodecs.jpeg2k_decode(data, numthreads=1, out=out)
-        except Exception as exc:  # the library raises its own error types
-            raise CorruptStreamError(f"JPEG 2000 stream does not decode: {exc}") from None
-        decoded = checked_shape(decoded, shape, self.name)
-        return np.minimum(decoded, (1 << bits) - 1, out=decoded) if bits < 16 else decoded
+        return decode_into(imagecodecs.jpeg2k_decode, data, shape, bits, "JPEG 2000",
+                           numthreads=1)
 
 
 def check_siz(data: bytes, shape: tuple[int, int], label: str) -> None:

@@ -11,8 +11,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from medcodec.codecs.base import Codec, CodingSpec, Mode, checked_shape, unsigned_dtype
-from medcodec.errors import CorruptStreamError
+from medcodec.codecs.base import Codec, CodingSpec, Mode, decode_into, unsigned_dtype
 
 
 class JpegLsCodec(Codec):
@@ -70,9 +69,5 @@ class JpegLsCodec(Codec):
     def decode(self, data: bytes, shape: tuple[int, int], bits: int) -> np.ndarray:
         import imagecodecs
 
-        out = np.empty(shape, dtype=unsigned_dtype(max(bits, self.min_bits)))
-        try:
-            decoded = imagecodecs.jpegls_decode(data, out=out)
-        except Exception as exc:  # the library raises its own error types
-            raise CorruptStreamError(f"JPEG-LS stream does not decode: {exc}") from None
-        return checked_shape(decoded, shape, self.name)
+        return decode_into(imagecodecs.jpegls_decode, data, shape, max(bits, self.min_bits),
+                           "JPEG-LS")

@@ -16,10 +16,9 @@ from medcodec.codecs.base import (
     ImagecodecsCodec,
     Knob,
     Mode,
-    checked_shape,
+    decode_into,
     unsigned_dtype,
 )
-from medcodec.errors import CorruptStreamError
 
 _EFFORT = 7
 
@@ -59,10 +58,4 @@ class JpegXlCodec(ImagecodecsCodec):
     def decode(self, data: bytes, shape: tuple[int, int], bits: int) -> np.ndarray:
         import imagecodecs
 
-        out = np.empty(shape, dtype=unsigned_dtype(bits))
-        try:
-            decoded = imagecodecs.jpegxl_decode(data, numthreads=1, out=out)
-        except Exception as exc:  # the library raises its own error types
-            raise CorruptStreamError(f"JPEG XL stream does not decode: {exc}") from None
-        decoded = checked_shape(decoded, shape, self.name)
-        return np.minimum(decoded, (1 << bits) - 1, out=decoded)
+        return decode_into(imagecodecs.jpegxl_decode, data, shape, bits, "JPEG XL", numthreads=1)
