@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from medcodec import codecs
-from medcodec.bench.bdrate import rate_search
 from medcodec.bench.metrics import psnr
 from medcodec.codecs.base import Codec, CodingSpec, Mode, unsigned_dtype
+from medcodec.codecs.rate import rate_search
 from medcodec.errors import CodecUnavailableError, CorruptStreamError, MedcodecError
 
 from .conftest import random_image, smooth_image

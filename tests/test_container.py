@@ -277,3 +277,26 @@ _FUZZ_SEEDS = [
                                attachments={"dicom/0": b"abc"})),
     medcodec.compress(MedImage(random_image((3, 3), 32, False), bits_stored=32)),
 ]
+
+
+@pytest.mark.parametrize("codec", ["jpeg2000", "auto"])
+def test_lossy_target_bpp_is_met_per_slice(codec: str) -> None:
+    volume = np.stack([smooth_image((96, 80), 12, seed=s) for s in range(2)])
+    data = medcodec.compress(volume, codec=codec, mode="lossy", bpp=1.5)
+    container = open_container(data)
+    assert container.header["codec"]["name"] == "jpeg2000"
+    assert container.header["codec"]["target_bpp"] == 1.5
+    for index, entry in enumerate(container.reader.entries[:2]):
+        # JPEG 2000 hits rates in steps on a small image: within 10% of the target
+        assert 8 * entry.length / (96 * 80) == pytest.approx(1.5, rel=0.1)
+        assert "quality" in container.header["slices"][index]
+    back = medcodec.decompress(data)
+    assert back.meta["lossy_compression"]["dicom_method"] == "ISO_15444_1"
+    assert 0 < np.abs(back.pixels.astype(int) - volume.astype(int)).max() < 200
+
+
+def test_bpp_needs_lossy_mode() -> None:
+    with pytest.raises(MedcodecError, match="--mode lossy"):
+        medcodec.compress(np.zeros((8, 8), np.uint16), bpp=1.0)
+    with pytest.raises(MedcodecError, match="no quality knob|no lossy mode"):
+        medcodec.compress(np.zeros((8, 8), np.uint16), codec="jpegls", mode="lossy", bpp=1.0)

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from medcodec.bench import metrics
-from medcodec.bench.bdrate import bd_rate, clean_curve, rate_search
+from medcodec.bench.bdrate import bd_rate, clean_curve
 from medcodec.codecs.base import Knob
+from medcodec.codecs.rate import rate_search
 
 # --- rate ---------------------------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from medcodec import __version__, codecs
 from medcodec.codecs.base import Codec, CodingSpec, Mode, unsigned_dtype
+from medcodec.codecs.rate import rate_search
 from medcodec.container import ContainerReader, pack, pack_attachments, unpack_attachments
 from medcodec.errors import CorruptStreamError, InputError, MedcodecError
 from medcodec.image import (
@@ -47,10 +48,14 @@ class SliceRecord:
     bits: int
     max_abs_err: int
     crc32: int
+    quality: float | None = None  # the knob setting, when a rate search chose it per slice
 
-    def as_dict(self) -> dict[str, int]:
-        return {"shift": self.shift, "bits": self.bits, "max_abs_err": self.max_abs_err,
-                "crc32": self.crc32}
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"shift": self.shift, "bits": self.bits,
+                               "max_abs_err": self.max_abs_err, "crc32": self.crc32}
+        if self.quality is not None:
+            out["quality"] = self.quality
+        return out
 
 
 def pixel_crc32(pixels: np.ndarray) -> int:
@@ -68,11 +73,21 @@ def make_spec(mode: str = "lossless", max_error: int | None = None,
 
 
 def _encode_slice(codec: Codec, pixels: np.ndarray, spec: CodingSpec,
-                  verify: bool) -> tuple[bytes, SliceRecord]:
+                  verify: bool, target_bpp: float | None = None) -> tuple[bytes, SliceRecord]:
     low, high = int(pixels.min()), int(pixels.max())
     bits = value_range_bits(low, high)
     codec.check(bits, spec)
     shifted = (pixels.astype(np.int64) - low).astype(unsigned_dtype(bits))
+    chosen: float | None = None
+    if target_bpp is not None:
+        assert codec.knob is not None
+
+        def bpp_at(value: float) -> float:
+            data = codec.encode(shifted, bits, CodingSpec(Mode.LOSSY, 0, value))
+            return 8 * len(data) / shifted.size
+
+        chosen = rate_search(bpp_at, codec.knob, target_bpp).setting
+        spec = CodingSpec(Mode.LOSSY, 0, chosen)
     data = codec.encode(shifted, bits, spec)
     decoded = _restore(codec.decode(data, shifted.shape, bits), low, bits, pixels.dtype)
     error = int(np.max(np.abs(decoded.astype(np.int64) - pixels.astype(np.int64)), initial=0))
@@ -83,7 +98,7 @@ def _encode_slice(codec: Codec, pixels: np.ndarray, spec: CodingSpec,
                 f"codec {codec.name} broke its {spec.mode.value} promise on this slice "
                 f"(max error {error} > {bound}); nothing was written"
             )
-    return data, SliceRecord(low, bits, error, pixel_crc32(decoded))
+    return data, SliceRecord(low, bits, error, pixel_crc32(decoded), chosen)
 
 
 def _restore(decoded: np.ndarray, shift: int, bits: int, dtype: np.dtype) -> np.ndarray:
@@ -106,19 +121,30 @@ def compress(
     quality: float | None = None,
     progress: ProgressFn | None = None,
     verify: bool = True,
+    bpp: float | None = None,
 ) -> bytes:
     """Code ``image`` slice by slice into container bytes.
 
-    ``codec="auto"`` picks the default codec for the data (JPEG-LS up to 16 bits, deflate above)
-    and the header records what was actually used.
+    ``codec="auto"`` picks the default codec for the data (JPEG-LS up to 16 bits, deflate above;
+    JPEG 2000 for lossy) and the header records what was actually used. ``bpp`` (lossy only)
+    searches the codec's quality knob per slice for that many bits per pixel.
     """
-    spec = make_spec(mode, max_error, quality)
+    if bpp is not None:
+        if mode != Mode.LOSSY.value or quality is not None:
+            raise MedcodecError("--bpp needs --mode lossy and no --quality")
+        if not bpp > 0:
+            raise MedcodecError(f"--bpp must be positive, got {bpp}")
+        spec = CodingSpec(Mode.LOSSY, 0, 0.0)  # the per-slice search replaces the quality
+    else:
+        spec = make_spec(mode, max_error, quality)
     bits = value_range_bits(int(image.pixels.min()), int(image.pixels.max()))
     chosen = codecs.choose(codec, bits, spec)
+    if bpp is not None and chosen.knob is None:
+        raise MedcodecError(f"codec {chosen.name} has no quality knob to search for --bpp")
     chunks: list[bytes] = []
-    records: list[dict[str, int]] = []
+    records: list[dict[str, Any]] = []
     for index in range(image.n_slices):
-        data, record = _encode_slice(chosen, image.pixels[index], spec, verify)
+        data, record = _encode_slice(chosen, image.pixels[index], spec, verify, bpp)
         chunks.append(data)
         records.append(record.as_dict())
         if progress:
@@ -126,6 +152,7 @@ def compress(
     header: dict[str, Any] = {
         "writer": f"medcodec {__version__}",
         "codec": {"name": chosen.name, "version": chosen.version(), **spec.as_dict(),
+                  **({"quality": None, "target_bpp": bpp} if bpp is not None else {}),
                   "weights_sha256": getattr(chosen, "weights_sha256", None),
                   "dicom_method": chosen.dicom_method},
         "image": _image_header(image),

@@ -22,9 +22,10 @@ from typing import Any
 import numpy as np
 
 from medcodec import codecs
-from medcodec.bench import bdrate, metrics
+from medcodec.bench import metrics
 from medcodec.bench.datasets import VolumeRef
 from medcodec.codecs.base import Codec, CodingSpec, Mode, unsigned_dtype
+from medcodec.codecs.rate import rate_search
 from medcodec.errors import CodecUnavailableError, MedcodecError
 from medcodec.image import effective_bits
 
@@ -156,7 +157,7 @@ def measure(image: BenchImage, task: Task, repeat: int = 3) -> dict[str, Any]:
         def bpp_at(value: float) -> float:
             return 8 * len(encode(CodingSpec(Mode.LOSSY, 0, value))) / (rows * cols)
 
-        knob_value = bdrate.rate_search(bpp_at, knob, task.target_bpp).setting
+        knob_value = rate_search(bpp_at, knob, task.target_bpp).setting
         spec = CodingSpec(Mode.LOSSY, 0, knob_value)
     else:
         spec = CodingSpec(task.mode, task.max_error)

@@ -44,11 +44,8 @@ def _output_name(image: MedImage, taken: set[str]) -> str:
 
 
 def _coding_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    if args.bpp is not None:
-        raise MedcodecError("--bpp needs a lossy codec with a rate search; none is installed "
-                            "in this version (use --quality)")
     return {"codec": args.codec, "mode": args.mode, "max_error": args.max_error,
-            "quality": args.quality}
+            "quality": args.quality, "bpp": args.bpp}
 
 
 def compress(args: argparse.Namespace) -> int:

@@ -21,6 +21,8 @@ _REGISTRY: dict[str, type[Codec]] = {}
 
 #: What ``--codec auto`` picks for lossless/near-lossless data of at most 16 bits.
 DEFAULT_CODEC = "jpegls"
+#: What ``--codec auto`` picks for lossy coding (any depth up to 16 bits).
+DEFAULT_LOSSY_CODEC = "jpeg2000"
 
 
 def register(codec: type[Codec]) -> type[Codec]:
@@ -64,7 +66,10 @@ def get(name: str) -> Codec:
 def choose(name: str, bits: int, spec: CodingSpec) -> Codec:
     """Resolve ``auto`` to a concrete codec for this bit depth and mode, then check it fits."""
     if name == "auto":
-        name = DEFAULT_CODEC if bits <= 16 else "deflate"
+        if spec.mode is Mode.LOSSY:
+            name = DEFAULT_LOSSY_CODEC
+        else:
+            name = DEFAULT_CODEC if bits <= 16 else "deflate"
     codec = get(name)
     codec.check(bits, spec)
     return codec

@@ -1,0 +1,89 @@
+"""Rate control: find the setting of a codec's quality knob that meets a target bpp.
+
+Used by ``medcodec compress --bpp`` (per slice) and by the benchmark (per image), so every codec
+can be compared, or asked for, at the same rate whatever its knob means.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import NamedTuple
+
+from medcodec.codecs.base import Knob
+
+
+class RateSearchResult(NamedTuple):
+    """Outcome of :func:`rate_search`: the setting whose bpp came closest, and that bpp."""
+
+    setting: float
+    bpp: float
+
+
+def rate_search(
+    encode_fn: Callable[[float], float],
+    knob: Knob,
+    target_bpp: float,
+    *,
+    rel_tol: float = 0.02,
+    max_iter: int = 24,
+    log_scale: bool | None = None,
+) -> RateSearchResult:
+    """Bisect a codec's quality knob until ``encode_fn(setting)`` (the bpp) meets a target.
+
+    Assumes bpp is monotone in the knob (``knob.rate_increases`` gives the direction); a codec
+    that is only roughly monotone still ends on the closest setting seen. Integer knobs are
+    searched over integers, so the bisection also stops when two neighbouring settings bracket
+    the target. ``log_scale`` (default: when ``knob.low > 0`` and ``high / low >= 100``, e.g.
+    quantisation steps or distances) bisects the logarithm of the setting. When the target
+    lies outside what the knob can reach, the nearer end is returned. Returns
+    ``(setting, bpp)`` of the evaluation closest to the target (``int`` setting for integer
+    knobs); the caller can compare ``bpp`` with the target to see whether it was reached.
+    """
+    if target_bpp <= 0:
+        raise ValueError(f"target bpp must be positive, got {target_bpp}")
+    if log_scale is None:
+        log_scale = knob.low > 0 and knob.high / knob.low >= 100
+    if log_scale and knob.low <= 0:
+        raise ValueError("a log-scale search needs a knob whose low end is positive")
+
+    seen: dict[float, float] = {}
+
+    def evaluate(value: float) -> float:
+        if knob.integer:
+            value = float(round(value))
+        if value not in seen:
+            seen[value] = float(encode_fn(int(value) if knob.integer else value))
+        return seen[value]
+
+    def best() -> tuple[float, float]:
+        value = min(seen, key=lambda v: (abs(seen[v] - target_bpp), v))
+        return value, seen[value]
+
+    def done(rate: float) -> bool:
+        return abs(rate - target_bpp) <= rel_tol * target_bpp
+
+    def result() -> RateSearchResult:
+        value, rate = best()
+        return RateSearchResult(int(value) if knob.integer else value, rate)
+
+    # Orient so that "low" is the cheap end and "high" the expensive one.
+    cheap, rich = (knob.low, knob.high) if knob.rate_increases else (knob.high, knob.low)
+    if evaluate(cheap) >= target_bpp or evaluate(rich) <= target_bpp:
+        return result()
+    for _ in range(max_iter):
+        if done(best()[1]):
+            break
+        if log_scale:
+            mid = math.exp((math.log(cheap) + math.log(rich)) / 2.0)
+        else:
+            mid = (cheap + rich) / 2.0
+        if knob.integer:
+            mid = float(round(mid))
+            if mid in (round(cheap), round(rich)):
+                break  # neighbouring integers bracket the target
+        if evaluate(mid) < target_bpp:
+            cheap = mid
+        else:
+            rich = mid
+    return result()
