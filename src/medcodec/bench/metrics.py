@@ -91,24 +91,26 @@ def render_window(
     return np.rint(np.clip((hu - (centre - width / 2.0)) / width * 255.0, 0.0, 255.0))
 
 
+def _psnr_window(ref: np.ndarray, test: np.ndarray, window: tuple[float, float], slope: float,
+                 intercept: float) -> float:
+    c, w = window
+    return _psnr_peak(
+        render_window(ref, c, w, slope, intercept), render_window(test, c, w, slope, intercept), 255
+    )
+
+
 def psnr_lung8(
     ref: np.ndarray, test: np.ndarray, slope: float = 1.0, intercept: float = 0.0
 ) -> float:
     """PSNR (peak 255) of the lung-window renderings (centre -600, width 1500 HU)."""
-    c, w = LUNG_WINDOW
-    return _psnr_peak(
-        render_window(ref, c, w, slope, intercept), render_window(test, c, w, slope, intercept), 255
-    )
+    return _psnr_window(ref, test, LUNG_WINDOW, slope, intercept)
 
 
 def psnr_soft8(
     ref: np.ndarray, test: np.ndarray, slope: float = 1.0, intercept: float = 0.0
 ) -> float:
     """PSNR (peak 255) of the soft-tissue-window renderings (centre 40, width 400 HU)."""
-    c, w = SOFT_WINDOW
-    return _psnr_peak(
-        render_window(ref, c, w, slope, intercept), render_window(test, c, w, slope, intercept), 255
-    )
+    return _psnr_window(ref, test, SOFT_WINDOW, slope, intercept)
 
 
 def _ssim(a: np.ndarray, b: np.ndarray, data_range: float) -> float:

@@ -17,7 +17,14 @@ from typing import ClassVar
 
 import numpy as np
 
-from medcodec.codecs.base import Codec, CodingSpec, Knob, Mode, decode_into, unsigned_dtype
+from medcodec.codecs.base import (
+    CodingSpec,
+    ImagecodecsCodec,
+    Knob,
+    Mode,
+    decode_into,
+    unsigned_dtype,
+)
 
 _SPEED = 4
 
@@ -27,7 +34,8 @@ def _av1_depth(bits: int) -> int:
     return 8 if bits <= 8 else 10 if bits <= 10 else 12
 
 
-class AvifCodec(Codec):
+class AvifCodec(ImagecodecsCodec):
+    library = "AVIF"
     name = "avif"
     description = "AVIF (libavif + libaom, speed 4): 4:0:0 at 8/10/12 bits, lossless and quality"
     modes: ClassVar = frozenset({Mode.LOSSLESS, Mode.LOSSY})
@@ -35,14 +43,6 @@ class AvifCodec(Codec):
     max_bits = 12
     knob = Knob("quality", 0, 99, rate_increases=True, integer=True)
     dicom_method = None  # DICOM has no AV1 defined term for (0028,2114)
-
-    @classmethod
-    def available(cls) -> bool:
-        try:
-            import imagecodecs
-        except ImportError:
-            return False
-        return bool(imagecodecs.AVIF.available)
 
     @classmethod
     def version(cls) -> str:

@@ -11,10 +11,18 @@ from typing import ClassVar
 
 import numpy as np
 
-from medcodec.codecs.base import Codec, CodingSpec, Knob, Mode, decode_into, unsigned_dtype
+from medcodec.codecs.base import (
+    CodingSpec,
+    ImagecodecsCodec,
+    Knob,
+    Mode,
+    decode_into,
+    unsigned_dtype,
+)
 
 
-class Jpeg12Codec(Codec):
+class Jpeg12Codec(ImagecodecsCodec):
+    library = "JPEG8"
     name = "jpeg12"
     description = "JPEG DCT (libjpeg-turbo): 8-bit baseline or 12-bit extended, quality 1-100"
     modes: ClassVar = frozenset({Mode.LOSSY})
@@ -32,12 +40,6 @@ class Jpeg12Codec(Codec):
         return bool(imagecodecs.JPEG8.available) and bool(
             getattr(imagecodecs.JPEG8, "all_precisions", False)
         )
-
-    @classmethod
-    def version(cls) -> str:
-        import imagecodecs
-
-        return f"{imagecodecs.jpeg8_version()} (imagecodecs {imagecodecs.__version__})"
 
     def encode(self, array: np.ndarray, bits: int, spec: CodingSpec) -> bytes:
         import imagecodecs
