@@ -80,7 +80,7 @@ def test_registered_with_numcodecs_and_config_round_trip() -> None:
 def test_every_available_lossless_codec(tmp_path: Path) -> None:
     pixels = volume(True, slices=2).pixels
     tried = []
-    for name in ("jpegls", "deflate", "htj2k", "jpeg2000", "jpegxl"):
+    for name in ("jpegls", "deflate", "htj2k", "jpeg2000", "jpegxl", "lerc"):
         try:
             resolve_codec(name)
         except MedcodecError:

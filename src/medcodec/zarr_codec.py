@@ -18,7 +18,7 @@ Example (zarr-python 3, Zarr format 2; ``zarr_format=3`` works too)::
     from medcodec.zarr_codec import MedcodecCodec, from_zarr, read_settings, to_zarr
 
     ct = medcodec.read("series_folder/")                 # MedImage, (slices, rows, cols)
-    arr = to_zarr(ct, "ct.zarr", codec="htj2k")          # chunks = (1, rows, cols)
+    arr = to_zarr(ct, "ct.zarr", codec="lerc")           # chunks = (1, rows, cols)
     arr.attrs["medcodec"]["pixel_spacing"]               # spacing, rescale, orientation, ...
     slab = zarr.open_array("ct.zarr", mode="r")[40:44]   # reads 4 chunks only
     back = from_zarr("ct.zarr")                          # MedImage again, identical pixels
@@ -232,7 +232,7 @@ except ImportError:  # zarr missing or too old: Zarr format 2 still works
 
 #: zarr-python 3 settings for reading many slice chunks: one chunk per decode task, many in
 #: flight and a thread per core keep every core decoding. On the 2-core machine a 134-slice CT
-#: loads in 0.18-0.19 s median (batches of 16: 0.22 s; zarr's defaults: 0.26 s).
+#: loads with HTJ2K in 0.18-0.27 s median, with LERC in 0.16 s (see docs/ECOSYSTEM.md).
 READ_SETTINGS = {"codec_pipeline.batch_size": 1, "async.concurrency": 64,
                  "threading.max_workers": max(2, os.cpu_count() or 1)}
 

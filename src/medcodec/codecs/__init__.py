@@ -15,6 +15,7 @@ from medcodec.codecs.jpeg12 import Jpeg12Codec
 from medcodec.codecs.jpeg2000 import Jpeg2000Codec
 from medcodec.codecs.jpegls import JpegLsCodec
 from medcodec.codecs.jpegxl import JpegXlCodec
+from medcodec.codecs.lerc import LercCodec
 from medcodec.errors import CodecUnavailableError
 
 _REGISTRY: dict[str, type[Codec]] = {}
@@ -40,6 +41,7 @@ for _codec in (
     AvifCodec,
     HevcCodec,
     Jpeg12Codec,
+    LercCodec,
 ):
     register(_codec)
 
