@@ -103,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     from medcodec.cli.ecosystem import add_parsers
 
     add_parsers(subparsers, parents=[common])
+    from medcodec.cli.train import add_parser as add_train_parser
+
+    add_train_parser(subparsers, parents=[common])
 
     p = add("demo", help="compress and decompress a bundled real CT slice")
     p.add_argument("--out", metavar="DIR", help="keep the outputs in DIR (default: temporary)")

@@ -15,6 +15,7 @@ from medcodec.codecs.jpeg12 import Jpeg12Codec
 from medcodec.codecs.jpeg2000 import Jpeg2000Codec
 from medcodec.codecs.jpegls import JpegLsCodec
 from medcodec.codecs.jpegxl import JpegXlCodec
+from medcodec.codecs.learned import LearnedCodec
 from medcodec.codecs.lerc import LercCodec
 from medcodec.errors import CodecUnavailableError
 
@@ -42,6 +43,7 @@ for _codec in (
     HevcCodec,
     Jpeg12Codec,
     LercCodec,
+    LearnedCodec,
 ):
     register(_codec)
 

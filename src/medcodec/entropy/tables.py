@@ -62,6 +62,19 @@ class LaplaceTables:
         mids = (logs[1:] + logs[:-1]) / 2
         return np.searchsorted(mids, np.log(np.maximum(scale, 1e-12))).astype(np.int32)
 
+    def code_lengths(self, symbols: np.ndarray, indices: np.ndarray) -> np.ndarray:
+        """Ideal bits of each symbol under its table (escapes: the escape symbol + 32 bits).
+
+        Encoder-side, for choosing among coding options; never used to decode.
+        """
+        symbols = np.asarray(symbols, np.int64)
+        indices = np.asarray(indices, np.int64)
+        radius = self.radius[indices].astype(np.int64)
+        escaped = np.abs(symbols) > radius
+        codes = np.where(escaped, 2 * radius + 1, symbols + radius)
+        freqs = self.freqs[self.offsets[indices] + codes]
+        return np.log2(TOTAL / freqs) + 32.0 * escaped
+
     def as_arrays(self, prefix: str = "entropy.") -> dict[str, np.ndarray]:
         """Arrays for a safetensors file."""
         return {f"{prefix}scales": self.scales, f"{prefix}radius": self.radius,
@@ -76,16 +89,20 @@ class LaplaceTables:
 
 
 def _quantise(probs: np.ndarray) -> np.ndarray:
-    """Integer frequencies summing to TOTAL, every symbol at least 1."""
+    """Integer frequencies summing to TOTAL, every symbol at least 1.
+
+    Rounding leftovers are taken from (or given to) the largest entries, one unit each per
+    round, which they barely notice.
+    """
+    if len(probs) > TOTAL:
+        raise ValueError("a table cannot have more symbols than TOTAL")
     freqs = np.maximum(1, np.floor(probs / probs.sum() * TOTAL)).astype(np.int64)
-    excess = int(freqs.sum()) - TOTAL
     order = np.argsort(-freqs, kind="stable")
-    i = 0
-    while excess != 0:  # take from (or give to) the largest entries, which barely notice
-        k = order[i % len(order)]
-        step = 1 if excess > 0 else -1
-        if freqs[k] - step >= 1:
-            freqs[k] -= step
-            excess -= step
-        i += 1
+    excess = int(freqs.sum()) - TOTAL
+    while excess > 0:
+        movable = order[freqs[order] > 1][:excess]
+        freqs[movable] -= 1
+        excess -= len(movable)
+    if excess < 0:
+        freqs[order[: -excess]] += 1  # -excess < len(freqs): flooring lost < 1 per entry
     return freqs

@@ -1,0 +1,144 @@
+"""``medcodec train``: train a model on image folders and write it as safetensors."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from medcodec.errors import InputError
+
+
+def add_parser(subparsers: Any, parents: Sequence[argparse.ArgumentParser] = ()) -> None:
+    p = subparsers.add_parser(
+        "train", parents=list(parents), help="train a learned model (needs torch)",
+        description="Train medcodec's pixel-estimation network on image folders. Whole series "
+                    "are held out for validation; the result is written as safetensors with "
+                    "the command, data, commit and validation figures in its metadata.")
+    p.add_argument("--data", nargs="+", required=True, metavar="DIR",
+                   help="training images: files or folders (DICOM series, NIfTI, ...)")
+    p.add_argument("--val", nargs="+", metavar="DIR",
+                   help="validation images (default: a hash split of --data by series)")
+    p.add_argument("--val-fraction", type=float, default=0.15, metavar="F",
+                   help="share of series held out when --val is not given (default 0.15)")
+    p.add_argument("--out", required=True, metavar="FILE.safetensors")
+    p.add_argument("--model", choices=["pen", "wavelet"], default="pen",
+                   help="pen: the pixel-estimation network (lossless, near-lossless); "
+                        "wavelet: the learned lossy codec")
+    p.add_argument("--no-attention", action="store_true",
+                   help="wavelet model without cross-attention (ablation)")
+    p.add_argument("--window", choices=["3x3", "1x8"], default="3x3",
+                   help="pixel-estimation window (the paper compares both; default 3x3)")
+    p.add_argument("--modality", default="CT", metavar="M,...",
+                   help="modalities to train on (default CT; 'any' for all)")
+    p.add_argument("--steps", type=int, default=6000, help="optimiser steps per phase")
+    p.add_argument("--hidden", type=int, default=32, help="hidden units per layer")
+    p.add_argument("--slice-stride", type=int, default=1, metavar="K",
+                   help="use every K-th slice of each training series")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    p.add_argument("--checkpoint", metavar="FILE",
+                   help="save progress here and resume from it when it exists")
+    p.add_argument("--log", metavar="FILE.csv", help="append per-step loss/bpp/MSE rows here")
+    p.add_argument("-f", "--force", action="store_true", help="overwrite --out")
+    p.set_defaults(func=run)
+
+
+def _commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).parent, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, cwd=Path(__file__).parent,
+                               timeout=10).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else ""
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise InputError("training needs torch: pip install -c constraints.txt "
+                         "'medcodec[train]'") from None
+    from safetensors.numpy import save_file
+
+    from medcodec._fs import atomic_path, check_writable
+    from medcodec.train.data import read_series, split_series
+    from medcodec.train.pen import PenSettings, evaluate, train
+
+    out = check_writable(args.out, args.force)
+    modalities = None if args.modality.lower() == "any" else \
+        tuple(m.strip().upper() for m in args.modality.split(","))
+    quiet = getattr(args, "quiet", False)
+    series = read_series(args.data, modalities)
+    if args.val:
+        val = read_series(args.val, modalities)
+        overlap = {s.key for s in series} & {s.key for s in val}
+        if overlap:
+            raise InputError(f"{len(overlap)} series are in both --data and --val")
+        train_series = series
+    else:
+        train_series, val = split_series(series, args.val_fraction, args.seed)
+    if not train_series:
+        raise InputError("no training images found")
+    if args.model == "wavelet":
+        return _run_wavelet(args, out, train_series, val, quiet)
+    settings = PenSettings(window=args.window, steps=args.steps, hidden=args.hidden,
+                           slice_stride=args.slice_stride, seed=args.seed,
+                           threads=args.threads)
+    model = train(train_series, val, settings,
+                  log_path=Path(args.log) if args.log else None,
+                  checkpoint=Path(args.checkpoint) if args.checkpoint else None,
+                  progress=not quiet, log=(lambda m: None) if quiet else
+                  (lambda m: print(m, file=sys.stderr)))
+    val_slices = [s for v in val for s in v.slices]
+    figures = evaluate(model, val_slices) if val_slices else {}
+    metadata = {
+        "model": "pixel-estimation network", "window": args.window,
+        "command": "medcodec " + shlex.join(sys.argv[1:]) if sys.argv else "",
+        "commit": _commit(), "settings": json.dumps(settings.__dict__),
+        "train_series": json.dumps(sorted(s.key for s in train_series)),
+        "val_series": json.dumps(sorted(s.key for s in val)),
+        "validation": json.dumps(figures),
+    }
+    with atomic_path(out, force=args.force) as tmp:
+        save_file(model.as_arrays(), str(tmp), metadata=metadata)
+    print(json.dumps({"out": str(out), "train_series": len(train_series),
+                      "val_series": len(val), "validation": figures}, indent=1))
+    return 0
+
+
+def _run_wavelet(args: argparse.Namespace, out: Path, train_series, val, quiet: bool) -> int:
+    from safetensors.numpy import save_file
+
+    from medcodec._fs import atomic_path
+    from medcodec.train.wavelet import WaveletSettings, evaluate, train
+
+    settings = WaveletSettings(steps=args.steps, hidden=args.hidden,
+                               slice_stride=args.slice_stride, seed=args.seed,
+                               threads=args.threads, use_attention=not args.no_attention)
+    model = train(train_series, val, settings, log_path=Path(args.log) if args.log else None,
+                  progress=not quiet,
+                  log=(lambda m: None) if quiet else (lambda m: print(m, file=sys.stderr)))
+    val_slices = [s for v in val for s in v.slices]
+    figures = evaluate(model, val_slices[:: max(1, len(val_slices) // 8)]) if val_slices else {}
+    metadata = {
+        "model": "wavelet latent + cross-attention + hyperprior (lossy)",
+        "command": "medcodec " + shlex.join(sys.argv[1:]) if sys.argv else "",
+        "commit": _commit(), "settings": json.dumps(settings.__dict__),
+        "train_series": json.dumps(sorted(s.key for s in train_series)),
+        "val_series": json.dumps(sorted(s.key for s in val)),
+        "validation": json.dumps(figures),
+    }
+    with atomic_path(out, force=args.force) as tmp:
+        save_file(model.as_arrays(), str(tmp), metadata=metadata)
+    print(json.dumps({"out": str(out), "train_series": len(train_series),
+                      "val_series": len(val), "validation": figures}, indent=1))
+    return 0

@@ -1,0 +1,529 @@
+"""The learned lossy codec: wavelet latent, cross-attention context, hyperprior, exact coding.
+
+Following Dai (Sci Rep 2025), in the form that trains on a CPU and decodes bit-exactly:
+
+* **Analysis**: a 5-level CDF 9/7 DWT of the native-depth image (no 8-bit conversion). The
+  quantised wavelet coefficients are the VAE latent ``y``; quantisation is a dead-zone
+  uniform quantiser with one global step (the rate/quality parameter: one model, every rate)
+  times a per-subband weight.
+* **Hyperprior**: the side information ``z``, a log-coded energy per 32x32 image block at the two
+  finest levels, is coded first; the rate is ``-log2 p(z) - log2 p(y | z)`` (the KL term of a VAE
+  with a uniform posterior), all of it real bytes from constriction's ANS coder.
+* **CAL, cross-attention learning**: for every coefficient, multi-head query-key-value attention
+  whose queries come from the coefficient's own context (step, siblings, neighbours, ``z``) and
+  whose keys and values are the 9 co-located coefficients of the coarser level, in all three
+  orientations. Its output steers the entropy model: where the coarse structure says a
+  coefficient matters (an edge continuing across scales), the model expects, and spends, bits.
+* **Entropy parameters** come from a small network per orientation (attention + MLP) run in exact
+  integer arithmetic (:mod:`medcodec.models.intnet`, softmax through an integer table), so the
+  decoder derives the same Laplace table index as the encoder on any machine. Each subband is
+  coded in two checkerboard passes; the second pass sees its four decoded neighbours.
+* **Synthesis**: learned reconstruction points inside each quantiser bin (decoder-side
+  estimation), inverse DWT, then the trainable 3x3 spatial filter (integer taps, one set per
+  rate band), a separate stage that can be switched off.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from medcodec.entropy.coder import GroupedCoder
+from medcodec.entropy.tables import LaplaceTables
+from medcodec.errors import CorruptStreamError
+from medcodec.models.context import box_sum, log_code, reflect
+from medcodec.models.intnet import ACT_LIMIT, IntMLP
+from medcodec.transforms.wavelet import Subbands, wavelet_forward, wavelet_inverse
+
+LEVELS = 5
+ORIENTS = ("LH", "HL", "HH")
+SCALE_MIN, SCALE_MAX, SCALE_COUNT = 0.04, 1024.0, 96
+#: Dead-zone rounding: |c| / step + ROUNDING, floored (0.5 would be plain rounding).
+ROUNDING = 0.40
+#: Hyperprior block, in image pixels; z exists for the two finest levels.
+HYPER_BLOCK = 32
+HYPER_LEVELS = 2
+#: Attention: heads, key/query size, value size, coarse positions (3x3).
+HEADS, KEY_DIM, VALUE_DIM, POSITIONS = 2, 4, 4, 9
+#: Softmax table resolution: logits in 1/8 units, 256 entries.
+SOFTMAX_STEPS, SOFTMAX_TABLE = 8, 256
+STATIC = 10 + LEVELS  # see band_static
+FEATURES = STATIC + 3  # see pass_features
+FILTER_BANDS = np.array([4.0, 16.0, 64.0])  # step thresholds between filter tap sets
+_HEADER = struct.Struct("<BBdBBI")  # version, levels, step, LL table, z table, crc of q
+_VERSION = 1
+
+
+def scale_step() -> float:
+    return math.log(SCALE_MAX / SCALE_MIN) / (SCALE_COUNT - 1)
+
+
+def build_tables() -> LaplaceTables:
+    return LaplaceTables.build(SCALE_MIN, SCALE_MAX, SCALE_COUNT, max_radius=8190)
+
+
+def levels_for(shape: tuple[int, int]) -> int:
+    """Up to LEVELS levels, fewer for tiny images (the coarsest band keeps >= 2 samples)."""
+    levels = 0
+    while levels < LEVELS and min(shape) >> (levels + 1) >= 2:
+        levels += 1
+    return max(levels, 1)
+
+
+def band_steps(step: float, weights: np.ndarray, levels: int) -> list[float]:
+    """Quantiser step of each band in decode order: LL, then (LH, HL, HH) coarse to fine."""
+    steps = [step * float(weights[0])]
+    for depth in range(levels):
+        for o in range(3):
+            steps.append(step * float(weights[1 + 3 * (LEVELS - levels + depth) + o]))
+    return steps
+
+
+def quantise(c: np.ndarray, step: float) -> np.ndarray:
+    return (np.sign(c) * np.floor(np.abs(c) / step + ROUNDING)).astype(np.int64)
+
+
+def dequantise(q: np.ndarray, step: float, offsets: np.ndarray) -> np.ndarray:
+    """Reconstruction inside each bin: |q| + offset[min(|q|, 3) - 1] (learned, in 1/256)."""
+    mag = np.abs(q)
+    off = offsets[np.clip(mag, 1, 3) - 1] / 256.0
+    return np.where(mag > 0, np.sign(q) * (mag + off) * step, 0.0)
+
+
+# --- context ----------------------------------------------------------------------------
+
+def _log4(values: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    return log_code(4 * np.abs(values), thresholds)
+
+
+def _ratio(parent: np.ndarray, shape: tuple[int, ...]) -> int:
+    """2 when the parent is the coarser level, 1 at the coarsest level (parent = LL itself)."""
+    return 1 if parent.shape == tuple(shape) else 2
+
+
+def _up(parent: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Parent value at (i // 2, j // 2) (or (i, j) beside LL) for every child position."""
+    k = _ratio(parent, shape)
+    r = np.minimum(np.arange(shape[0]) // k, parent.shape[0] - 1)
+    c = np.minimum(np.arange(shape[1]) // k, parent.shape[1] - 1)
+    return parent[np.ix_(r, c)]
+
+
+def checkerboard(shape: tuple[int, int], phase: int) -> np.ndarray:
+    rows, cols = np.indices(shape)
+    return (rows + cols) % 2 == phase
+
+
+def _neighbour_stats(q: np.ndarray, known: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sum and max of |q| over the 4 neighbours already decoded (``known``), edges mirrored."""
+    a = np.where(known, np.abs(q), 0)
+    p = np.pad(a, 1, mode="reflect") if min(a.shape) > 1 else np.pad(a, 1, mode="edge")
+    h, w = a.shape
+    nb = [p[0:h, 1:w + 1], p[2:h + 2, 1:w + 1], p[1:h + 1, 0:w], p[1:h + 1, 2:w + 2]]
+    return sum(nb), np.maximum.reduce(nb)
+
+
+@dataclass
+class BandContext:
+    """What the decoder knows when it codes one detail band (all integers)."""
+
+    depth: int  # 0 = coarsest detail level
+    orient: int
+    step_code: int
+    parent: list[np.ndarray]  # the three orientations of the coarser level (or LL activity)
+    siblings: list[np.ndarray]  # bands of this level decoded before this one
+    z: np.ndarray | None  # hyperprior per child position, or None
+    levels: int = LEVELS
+
+
+def band_static(ctx: BandContext, shape: tuple[int, int], thresholds: np.ndarray) -> np.ndarray:
+    """(rows, cols, STATIC) features known before any coefficient of the band is decoded.
+
+    Step code, parent (value and 3x3 activity), earlier siblings (value and 3x3 activity),
+    hyperprior z, orientation and a one-hot decomposition depth.
+    """
+    feats = np.zeros((*shape, STATIC), np.int64)
+    feats[..., 0] = ctx.step_code
+    same = ctx.parent[ctx.orient]
+    feats[..., 1] = _up(_log4(same, thresholds), shape)
+    feats[..., 2] = _up(_log4(box_sum(np.abs(same), 1), thresholds), shape)
+    for k, sib in enumerate(ctx.siblings[:2]):
+        feats[..., 3 + 2 * k] = _log4(sib, thresholds)
+        feats[..., 4 + 2 * k] = _log4(box_sum(np.abs(sib), 1), thresholds)
+    if ctx.z is not None:
+        feats[..., 7] = ctx.z
+        feats[..., 8] = 1
+    feats[..., 9] = ctx.orient
+    feats[..., 10 + ctx.depth + (LEVELS - ctx.levels)] = 1
+    return feats
+
+
+def pass_features(static: np.ndarray, q: np.ndarray, known: np.ndarray,
+                  positions: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """(N, FEATURES): the band's static features plus what the first checkerboard pass gave."""
+    total, peak = _neighbour_stats(q, known)
+    extra = np.stack([np.full(total.shape, int(known.any())), _log4(total, thresholds),
+                      _log4(peak, thresholds)], axis=-1)
+    return np.concatenate([static[positions], extra[positions]], axis=1)
+
+
+def attention_inputs(ctx: BandContext, static: np.ndarray, thresholds: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Queries and key/value sources of the cross-attention, on the parent (coarser) grid.
+
+    Query of a parent cell: the band's static features at its first child. Keys/values: the
+    three parent orientations' log magnitudes at every parent cell; the attention reads the
+    3x3 cells around each one.
+    """
+    ratio = _ratio(ctx.parent[0], static.shape[:2])
+    ph, pw = ctx.parent[0].shape
+    query = static[::ratio, ::ratio][:ph, :pw]
+    if query.shape[:2] != (ph, pw):  # odd band sizes cannot happen (padded DWT); be safe
+        query = np.pad(query, ((0, ph - query.shape[0]), (0, pw - query.shape[1]), (0, 0)),
+                       mode="edge")
+    sources = np.stack([_log4(p, thresholds) for p in ctx.parent], axis=-1)
+    return query.reshape(ph * pw, STATIC), sources
+
+
+def neighbourhood(grid: np.ndarray) -> np.ndarray:
+    """(rows, cols, POSITIONS, C): the 3x3 cells around every cell of ``grid``, mirrored."""
+    h, w = grid.shape[:2]
+    out = np.empty((h, w, POSITIONS, grid.shape[2]), grid.dtype)
+    rows, cols = np.arange(h), np.arange(w)
+    for k, (dr, dc) in enumerate((a, b) for a in (-1, 0, 1) for b in (-1, 0, 1)):
+        out[:, :, k] = grid[np.ix_(reflect(rows + dr, h), reflect(cols + dc, w))]
+    return out
+
+
+def upsample(grid: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Cell (i // r, j // r) for every band position (r = 1 or 2)."""
+    ratio = 1 if grid.shape[:2] == tuple(shape) else 2
+    r = np.minimum(np.arange(shape[0]) // ratio, grid.shape[0] - 1)
+    c = np.minimum(np.arange(shape[1]) // ratio, grid.shape[1] - 1)
+    return grid[np.ix_(r, c)]
+
+
+# --- the integer entropy-parameter network ----------------------------------------------
+
+@dataclass
+class BandNet:
+    """Cross-attention over the coarse neighbourhood + MLP -> Laplace table index."""
+
+    query: IntMLP
+    key: IntMLP
+    value: IntMLP
+    key_position: np.ndarray  # (POSITIONS, HEADS * KEY_DIM) integers, 8 fractional bits
+    value_position: np.ndarray  # (POSITIONS, HEADS * VALUE_DIM)
+    mlp: IntMLP
+    softmax_table: np.ndarray  # float64 integers: round(2**15 * exp(-k / SOFTMAX_STEPS))
+
+    def attention(self, query: np.ndarray, sources: np.ndarray) -> np.ndarray:
+        """(parent rows, parent cols, HEADS * VALUE_DIM) attention output, exact integers."""
+        ph, pw = sources.shape[:2]
+        n = ph * pw
+        q = self.query(query).reshape(n, 1, HEADS, KEY_DIM)
+        flat = sources.reshape(n, 3)
+        keys = neighbourhood(self.key(flat).reshape(ph, pw, -1)).reshape(n, POSITIONS, -1)
+        values = neighbourhood(self.value(flat).reshape(ph, pw, -1)).reshape(n, POSITIONS, -1)
+        k = (keys + self.key_position).reshape(n, POSITIONS, HEADS, KEY_DIM)
+        v = (values + self.value_position).reshape(n, POSITIONS, HEADS, VALUE_DIM)
+        # q, k carry 8 fractional bits each: scores carry 16; / sqrt(KEY_DIM) = / 2
+        scores = np.einsum("nohd,nphd->nph", q, k)  # exact: integers below 2**53
+        logits = np.floor(scores * (2.0 ** -(16 + 1) * SOFTMAX_STEPS))
+        gap = np.clip(logits.max(axis=1, keepdims=True) - logits, 0, SOFTMAX_TABLE - 1)
+        weight = self.softmax_table[gap.astype(np.int64)]  # (n, POSITIONS, HEADS)
+        total = weight.sum(axis=1)  # >= 2**15: the best position has gap 0
+        mixed = np.einsum("nph,nphd->nhd", weight, v)
+        out = np.floor(mixed / total[..., None])
+        return np.clip(out, -ACT_LIMIT, ACT_LIMIT).reshape(ph, pw, HEADS * VALUE_DIM)
+
+    def scale_index(self, feats: np.ndarray, attended: np.ndarray) -> np.ndarray:
+        out = self.mlp(np.concatenate([feats.astype(np.float64), attended], axis=1))
+        return np.clip(np.floor((out[:, 0] + 128.0) / 256.0), 0, SCALE_COUNT - 1
+                       ).astype(np.int64)
+
+
+def softmax_table() -> np.ndarray:
+    return np.round(2.0**15 * np.exp(-np.arange(SOFTMAX_TABLE) / SOFTMAX_STEPS))
+
+
+# --- the codec -------------------------------------------------------------------------
+
+@dataclass
+class WaveletModel:
+    nets: list[BandNet]  # per orientation
+    band_weights: np.ndarray  # (1 + 3 * LEVELS,) step weight of LL and each detail band
+    recon_offsets: np.ndarray  # (3, 3) int: per orientation, |q| = 1, 2, >= 3 (1/256 units)
+    filter_taps: np.ndarray  # (len(FILTER_BANDS) + 1, 9) int taps / 2**12, summing to 2**12
+    thresholds: np.ndarray
+    tables: LaplaceTables
+    use_attention: bool = True
+    use_filter: bool = True
+
+    def __post_init__(self) -> None:
+        self._coder = GroupedCoder(self.tables)
+
+    # -- pieces shared by encoder and decoder ------------------------------------------
+    def _contexts(self, step: float, levels: int):
+        return band_steps(step, self.band_weights, levels)
+
+    def _band_coder(self, ctx: BandContext, shape: tuple[int, int]):
+        """Per band: static features and attention once; a function of the pass after."""
+        static = band_static(ctx, shape, self.thresholds)
+        net = self.nets[ctx.orient]
+        if self.use_attention:
+            attended = upsample(net.attention(*attention_inputs(ctx, static, self.thresholds)),
+                                shape)
+        else:
+            attended = np.zeros((*shape, HEADS * VALUE_DIM))
+
+        def index(q: np.ndarray, known: np.ndarray, positions: np.ndarray) -> np.ndarray:
+            feats = pass_features(static, q, known, positions, self.thresholds)
+            return net.scale_index(feats, attended[positions])
+
+        return index
+
+    def _hyper(self, details_q: list[np.ndarray], level: int) -> np.ndarray:
+        """z for one level: log-coded energy of the three orientations per block."""
+        energy = sum(np.abs(d) for d in details_q)
+        return _block_code(energy, level, self.thresholds)
+
+    def _ll_activity(self, ll_q: np.ndarray) -> np.ndarray:
+        mean = np.floor_divide(box_sum(ll_q, 1), 9)
+        return ll_q - mean
+
+    # -- encode ------------------------------------------------------------------------
+    def encode(self, image: np.ndarray, bits: int, step: float) -> bytes:
+        levels = levels_for(image.shape)
+        mid = float(1 << (bits - 1))
+        bands = wavelet_forward(np.asarray(image, np.float64) - mid, levels)
+        steps = self._contexts(step, levels)
+        q_ll = quantise(bands.ll, steps[0])
+        segments: list[bytes] = []
+        ll_res = _dpcm_residuals(q_ll)
+        ll_table = _table_for(ll_res, self.tables)
+        segments.append(self._coder.encode(ll_res, np.full(ll_res.shape, ll_table)))
+        z_table = 0
+        q_all = [q_ll]
+        parent = [self._ll_activity(q_ll)] * 3
+        for depth in range(levels):
+            qs = [quantise(bands.details[depth][o], steps[1 + 3 * depth + o]) for o in range(3)]
+            z = None
+            if depth >= levels - HYPER_LEVELS:
+                zb = self._hyper(qs, levels - depth)
+                z_res = _dpcm_residuals(zb)
+                z_table = _table_for(z_res, self.tables)
+                segments.append(bytes([z_table])
+                                + self._coder.encode(z_res, np.full(z_res.shape, z_table)))
+                z = _expand_blocks(zb, qs[0].shape, levels - depth)
+            for o in range(3):
+                ctx = BandContext(depth, o, _step_code(steps[1 + 3 * depth + o],
+                                                       self.thresholds),
+                                  parent, qs[:o], z, levels)
+                q = qs[o]
+                known = np.zeros(q.shape, bool)
+                band_index = self._band_coder(ctx, q.shape)
+                for phase in (0, 1):
+                    pos = checkerboard(q.shape, phase)
+                    index = band_index(np.where(known, q, 0), known, pos)
+                    segments.append(self._coder.encode(q[pos], index))
+                    known |= pos
+            parent = qs
+            q_all.extend(qs)
+        crc = _q_crc(q_all)
+        header = _HEADER.pack(_VERSION, levels, step, ll_table, 0, crc)
+        lengths = struct.pack(f"<{len(segments)}I", *(len(s) for s in segments))
+        return header + struct.pack("<H", len(segments)) + lengths + b"".join(segments)
+
+    # -- decode ------------------------------------------------------------------------
+    def decode_coefficients(self, data: bytes, shape: tuple[int, int]
+                            ) -> tuple[float, int, list[np.ndarray]]:
+        head = _HEADER.size + 2
+        if len(data) < head:
+            raise CorruptStreamError("learned lossy stream is truncated")
+        version, levels, step, ll_table, _, crc = _HEADER.unpack_from(data)
+        (count,) = struct.unpack_from("<H", data, _HEADER.size)
+        if version != _VERSION or levels != levels_for(shape):
+            raise CorruptStreamError("learned lossy stream header does not match its image")
+        if not (math.isfinite(step) and 1e-3 <= step <= 1e6) or ll_table >= len(self.tables):
+            raise CorruptStreamError("learned lossy stream header is damaged")
+        expected = 1 + 6 * levels + min(HYPER_LEVELS, levels)
+        if count != expected or len(data) < head + 4 * count:
+            raise CorruptStreamError("learned lossy stream is truncated or damaged")
+        lengths = struct.unpack_from(f"<{count}I", data, head)
+        pos = head + 4 * count
+        if pos + sum(lengths) != len(data):
+            raise CorruptStreamError("learned lossy stream is truncated or has extra bytes")
+        segs = []
+        for n in lengths:
+            segs.append(data[pos:pos + n])
+            pos += n
+        seg = iter(segs)
+        steps = self._contexts(step, levels)
+        ll_shape = tuple(-(-s // (1 << levels)) for s in shape)
+        ll_res = self._coder.decode(next(seg), np.full(ll_shape, ll_table))
+        q_ll = _dpcm_reconstruct(ll_res)
+        q_all = [q_ll]
+        parent = [self._ll_activity(q_ll)] * 3
+        for depth in range(levels):
+            band_shape = q_ll.shape if depth == 0 else tuple(2 * s for s in parent[0].shape)
+            z = None
+            if depth >= levels - HYPER_LEVELS:
+                blob = next(seg)
+                if not blob or blob[0] >= len(self.tables):
+                    raise CorruptStreamError("learned lossy stream side information is damaged")
+                zshape = _block_shape(band_shape, levels - depth)
+                zb = _dpcm_reconstruct(self._coder.decode(blob[1:], np.full(zshape, blob[0])))
+                z = _expand_blocks(zb, band_shape, levels - depth)
+            qs: list[np.ndarray] = []
+            for o in range(3):
+                ctx = BandContext(depth, o, _step_code(steps[1 + 3 * depth + o],
+                                                       self.thresholds),
+                                  parent, qs[:o], z, levels)
+                q = np.zeros(band_shape, np.int64)
+                known = np.zeros(band_shape, bool)
+                band_index = self._band_coder(ctx, band_shape)
+                for phase in (0, 1):
+                    pos = checkerboard(band_shape, phase)
+                    index = band_index(q, known, pos)
+                    q[pos] = self._coder.decode(next(seg), index)
+                    known |= pos
+                qs.append(q)
+            parent = qs
+            q_all.extend(qs)
+        if _q_crc(q_all) != crc:
+            raise CorruptStreamError(
+                "learned lossy stream decoded to different coefficients than were coded "
+                "(checksum mismatch): damaged stream or a different model")
+        return step, levels, q_all
+
+    def synthesise(self, q_all: list[np.ndarray], step: float, levels: int,
+                   shape: tuple[int, int], bits: int) -> np.ndarray:
+        steps = self._contexts(step, levels)
+        ll = dequantise(q_all[0], steps[0], np.zeros(3))
+        details = []
+        for depth in range(levels):
+            details.append(tuple(
+                dequantise(q_all[1 + 3 * depth + o], steps[1 + 3 * depth + o],
+                           self.recon_offsets[o]) for o in range(3)))
+        x = wavelet_inverse(Subbands(ll, details, shape)) + float(1 << (bits - 1))
+        top = (1 << bits) - 1
+        pixels = np.clip(np.round(x), 0, top).astype(np.int64)
+        if self.use_filter:
+            pixels = apply_filter(pixels, self.filter_taps[filter_band(step)], top)
+        return pixels
+
+    def decode(self, data: bytes, shape: tuple[int, int], bits: int) -> np.ndarray:
+        step, levels, q_all = self.decode_coefficients(data, shape)
+        return self.synthesise(q_all, step, levels, shape, bits)
+
+    # -- storage -----------------------------------------------------------------------
+    def as_arrays(self) -> dict[str, np.ndarray]:
+        """Arrays for safetensors (C-contiguous: safetensors writes raw buffers)."""
+        return {k: np.ascontiguousarray(v) for k, v in self._arrays().items()}
+
+    def _arrays(self) -> dict[str, np.ndarray]:
+        out = {"wl.band_weights": self.band_weights.astype(np.float64),
+               "wl.recon_offsets": self.recon_offsets.astype(np.int32),
+               "wl.filter_taps": self.filter_taps.astype(np.int32),
+               "wl.thresholds": self.thresholds.astype(np.int64),
+               "wl.softmax": self.nets[0].softmax_table.astype(np.int64)}
+        out.update(self.tables.as_arrays("wl.entropy."))
+        for o, net in enumerate(self.nets):
+            for part in ("query", "key", "value", "mlp"):
+                out.update(getattr(net, part).as_arrays(f"wl.{ORIENTS[o]}.{part}."))
+            out[f"wl.{ORIENTS[o]}.key_position"] = net.key_position.astype(np.int64)
+            out[f"wl.{ORIENTS[o]}.value_position"] = net.value_position.astype(np.int64)
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> WaveletModel:
+        table = arrays["wl.softmax"].astype(np.float64)
+        nets = [BandNet(*(IntMLP.from_arrays(arrays, f"wl.{name}.{part}.")
+                          for part in ("query", "key", "value")),
+                        arrays[f"wl.{name}.key_position"].astype(np.float64),
+                        arrays[f"wl.{name}.value_position"].astype(np.float64),
+                        IntMLP.from_arrays(arrays, f"wl.{name}.mlp."), table)
+                for name in ORIENTS]
+        return cls(nets, np.asarray(arrays["wl.band_weights"], np.float64),
+                   np.asarray(arrays["wl.recon_offsets"], np.int64),
+                   np.asarray(arrays["wl.filter_taps"], np.int64),
+                   np.asarray(arrays["wl.thresholds"], np.int64),
+                   LaplaceTables.from_arrays(arrays, "wl.entropy."))
+
+
+def _step_code(step: float, thresholds: np.ndarray) -> int:
+    return int(log_code(np.array([round(step * 4)]), thresholds)[0])
+
+
+def filter_band(step: float) -> int:
+    return int(np.searchsorted(FILTER_BANDS, step))
+
+
+def apply_filter(pixels: np.ndarray, taps: np.ndarray, top: int) -> np.ndarray:
+    """The decoder's 3x3 spatial filter in integers (taps / 2**12): exact everywhere."""
+    h, w = pixels.shape
+    p = np.pad(pixels, 1, mode="edge")
+    acc = np.full((h, w), 1 << 11, np.int64)
+    for k in range(9):
+        r, c = divmod(k, 3)
+        acc += int(taps[k]) * p[r:r + h, c:c + w]
+    return np.clip(acc >> 12, 0, top)
+
+
+def _q_crc(q_all: list[np.ndarray]) -> int:
+    crc = 0
+    for q in q_all:
+        crc = zlib.crc32(np.ascontiguousarray(q, dtype="<i8").tobytes(), crc)
+    return crc & 0xFFFFFFFF
+
+
+def _table_for(values: np.ndarray, tables: LaplaceTables) -> int:
+    scale = max(float(np.mean(np.abs(values))) if values.size else 0.0, SCALE_MIN)
+    return int(tables.index_for(np.array([scale]))[0])
+
+
+def _dpcm_residuals(q: np.ndarray) -> np.ndarray:
+    """Residual against the left neighbour (first column: the one above). Integer, exact."""
+    pred = np.zeros_like(q)
+    pred[:, 1:] = q[:, :-1]
+    pred[1:, 0] = q[:-1, 0]
+    return q - pred
+
+
+def _dpcm_reconstruct(res: np.ndarray) -> np.ndarray:
+    first = np.cumsum(res[:, 0])
+    out = res.copy()
+    out[:, 0] = first
+    return np.cumsum(out, axis=1)
+
+
+def _block_size(level: int) -> int:
+    """Band samples per hyperprior block side at decomposition level ``level`` (1 = finest)."""
+    return max(1, HYPER_BLOCK >> level)
+
+
+def _block_shape(band_shape: tuple[int, ...], level: int) -> tuple[int, int]:
+    block = _block_size(level)
+    return (-(-band_shape[0] // block), -(-band_shape[1] // block))
+
+
+def _block_code(energy: np.ndarray, level: int, thresholds: np.ndarray) -> np.ndarray:
+    """Log-coded sum of |q| over each hyperprior block (integers): the side information z."""
+    block = _block_size(level)
+    bh, bw = _block_shape(energy.shape, level)
+    padded = np.zeros((bh * block, bw * block), np.int64)
+    padded[: energy.shape[0], : energy.shape[1]] = energy
+    sums = padded.reshape(bh, block, bw, block).sum(axis=(1, 3))
+    return log_code(sums, thresholds)
+
+
+def _expand_blocks(zb: np.ndarray, band_shape: tuple[int, int], level: int) -> np.ndarray:
+    block = _block_size(level)
+    r = np.arange(band_shape[0]) // block
+    c = np.arange(band_shape[1]) // block
+    return zb[np.ix_(r, c)]

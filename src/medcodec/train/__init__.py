@@ -1,0 +1,1 @@
+"""Training of medcodec's learned models (needs the ``train`` extra: torch)."""
