@@ -12,7 +12,7 @@ from medcodec.errors import CorruptStreamError, MedcodecError
 from medcodec.image import MedImage
 from medcodec.models.intnet import IntMLP
 
-from .conftest import pydicom_data_dir, random_image, smooth_image
+from .conftest import random_image, smooth_image
 
 LOSSLESS = CodingSpec(Mode.LOSSLESS)
 
@@ -64,10 +64,9 @@ def test_near_lossless_saves_bits() -> None:
 
 
 def test_real_dicom_lossless_and_near_lossless() -> None:
-    root = pydicom_data_dir()
-    if root is None or not (root / "CT_small.dcm").is_file():
-        pytest.skip("pydicom-data is not installed")
-    image = medcodec.read(root / "CT_small.dcm")
+    from pydicom.data import get_testdata_file
+
+    image = medcodec.read(get_testdata_file("CT_small.dcm"))
     back = medcodec.decompress(medcodec.compress(image, codec="medcodec"))
     assert np.array_equal(back.pixels, image.pixels)
     near = medcodec.decompress(medcodec.compress(image, codec="medcodec", mode="near-lossless",

@@ -1,9 +1,15 @@
 """medcodec's own codec: the learned models behind the common codec interface.
 
-Lossless and near-lossless coding run the pixel-estimation network
-(:mod:`medcodec.models.pixel_estimation`). Every stream starts with the first bytes of the
-SHA-256 of the weights that made it, so decoding with other weights is a clear error, never
-silent garbage; the container's per-slice pixel CRC32 catches anything else.
+* lossless and near-lossless: the pixel-estimation network
+  (:mod:`medcodec.models.pixel_estimation`);
+* lossy: the wavelet latent with cross-attention context and hyperprior
+  (:mod:`medcodec.models.wavelet_latent`); the knob is the quantiser step in stored units.
+
+Every stream starts with a kind tag and the first bytes of the SHA-256 of the weights that
+made it, then the image size and depth it codes. Decoding looks the weights up by that id among
+the shipped files, so older streams keep decoding after newer weights ship; unknown weights
+or a stream for another size are clear errors, never silent garbage. Inside, the lossy stream
+carries a CRC32 of its quantised coefficients and the container a CRC32 of every slice.
 """
 
 from __future__ import annotations
@@ -11,40 +17,56 @@ from __future__ import annotations
 import functools
 import os
 import struct
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
 from medcodec import weights
-from medcodec.codecs.base import Codec, CodingSpec, Mode, checked_shape, unsigned_dtype
+from medcodec.codecs.base import Codec, CodingSpec, Knob, Mode, checked_shape, unsigned_dtype
 from medcodec.errors import CodecUnavailableError, CorruptStreamError
 
-#: The shipped pixel-estimation model; MEDCODEC_PEN_WEIGHTS names another safetensors file.
+#: Shipped models; MEDCODEC_PEN_WEIGHTS / MEDCODEC_LOSSY_WEIGHTS name other safetensors files.
 DEFAULT_PEN_WEIGHTS = "pen-3x3-v1.safetensors"
-_MAGIC = b"MCL"
+DEFAULT_LOSSY_WEIGHTS = "wavelet-v1.safetensors"
+_KINDS = {b"MCP": ("pen", "pen-*.safetensors"), b"MCW": ("wavelet", "wavelet-*.safetensors")}
 _ID_BYTES = 4
 _SHAPE = struct.Struct("<IIB")  # rows, cols, bits: a stream decodes only as what it was
 
 
-@functools.lru_cache(maxsize=4)
-def pixel_estimator(name: str):  # -> PixelEstimator, imported lazily
-    from medcodec.models.pixel_estimation import PixelEstimator
+def _env_or(variable: str, default: str) -> str:
+    return os.environ.get(variable, default)
 
+
+@functools.lru_cache(maxsize=8)
+def load_model(kind: str, name: str) -> tuple[Any, bytes]:
+    """(model, id) of a pixel-estimation ("pen") or lossy ("wavelet") weights file."""
     arrays, digest = weights.load(name)
     try:
-        model = PixelEstimator.from_arrays(arrays)
+        if kind == "pen":
+            from medcodec.models.pixel_estimation import PixelEstimator
+
+            model: Any = PixelEstimator.from_arrays(arrays)
+        else:
+            from medcodec.models.wavelet_latent import WaveletModel
+
+            model = WaveletModel.from_arrays(arrays)
     except (KeyError, ValueError) as exc:
-        raise CodecUnavailableError(
-            f"{name} is not a medcodec pixel-estimation model ({exc})") from None
+        raise CodecUnavailableError(f"{name} is not a medcodec {kind} model ({exc})") from None
     return model, bytes.fromhex(digest)[:_ID_BYTES]
+
+
+def pixel_estimator(name: str) -> tuple[Any, bytes]:
+    return load_model("pen", name)
 
 
 class LearnedCodec(Codec):
     name = "medcodec"
-    description = "medcodec's learned codec: pixel-estimation network (lossless, near-lossless)"
-    modes: ClassVar = frozenset({Mode.LOSSLESS, Mode.NEAR_LOSSLESS})
+    description = ("medcodec's learned codec: pixel-estimation network (lossless, "
+                   "near-lossless), wavelet + cross-attention + hyperprior (lossy)")
+    modes: ClassVar = frozenset({Mode.LOSSLESS, Mode.NEAR_LOSSLESS, Mode.LOSSY})
     min_bits = 1
     max_bits = 16
+    knob = Knob("step", 0.5, 2048.0, rate_increases=False, integer=False)
 
     @classmethod
     def available(cls) -> bool:
@@ -56,35 +78,56 @@ class LearnedCodec(Codec):
 
     @classmethod
     def version(cls) -> str:
-        _, model_id = pixel_estimator(cls._pen_name())
-        return f"pixel-estimation model {model_id.hex()}"
+        parts = []
+        for kind, variable, default in (("pen", "MEDCODEC_PEN_WEIGHTS", DEFAULT_PEN_WEIGHTS),
+                                        ("wavelet", "MEDCODEC_LOSSY_WEIGHTS",
+                                         DEFAULT_LOSSY_WEIGHTS)):
+            try:
+                parts.append(f"{kind} {load_model(kind, _env_or(variable, default))[1].hex()}")
+            except CodecUnavailableError:
+                parts.append(f"{kind} missing")
+        return "models: " + ", ".join(parts)
 
-    @staticmethod
-    def _pen_name() -> str:
-        return os.environ.get("MEDCODEC_PEN_WEIGHTS", DEFAULT_PEN_WEIGHTS)
+    def check(self, bits: int, spec: CodingSpec) -> None:
+        super().check(bits, spec)
+        if spec.mode is Mode.LOSSY and not weights.weight_path(
+                _env_or("MEDCODEC_LOSSY_WEIGHTS", DEFAULT_LOSSY_WEIGHTS)).is_file() and \
+                "MEDCODEC_LOSSY_WEIGHTS" not in os.environ:
+            raise CodecUnavailableError("the learned lossy model is not installed")
 
     def encode(self, array: np.ndarray, bits: int, spec: CodingSpec) -> bytes:
         self.check(bits, spec)
-        model, model_id = pixel_estimator(self._pen_name())
-        max_error = spec.max_error if spec.mode is Mode.NEAR_LOSSLESS else 0
-        body = model.encode(np.asarray(array, dtype=np.int64), bits, max_error)
-        return _MAGIC + model_id + _SHAPE.pack(*array.shape, bits) + body
+        array = np.asarray(array, dtype=np.int64)
+        if spec.mode is Mode.LOSSY:
+            step = self.knob_value(spec)
+            model, model_id = load_model(
+                "wavelet", _env_or("MEDCODEC_LOSSY_WEIGHTS", DEFAULT_LOSSY_WEIGHTS))
+            tag, body = b"MCW", model.encode(array, bits, step)
+        else:
+            model, model_id = load_model(
+                "pen", _env_or("MEDCODEC_PEN_WEIGHTS", DEFAULT_PEN_WEIGHTS))
+            max_error = spec.max_error if spec.mode is Mode.NEAR_LOSSLESS else 0
+            tag, body = b"MCP", model.encode(array, bits, max_error)
+        return tag + model_id + _SHAPE.pack(*array.shape, bits) + body
 
     def decode(self, data: bytes, shape: tuple[int, int], bits: int) -> np.ndarray:
         if not 1 <= bits <= self.max_bits:
             raise CorruptStreamError(f"medcodec stream claims {bits} bits")
-        head = len(_MAGIC) + _ID_BYTES + _SHAPE.size
-        if len(data) < head or data[: len(_MAGIC)] != _MAGIC:
+        head = 3 + _ID_BYTES + _SHAPE.size
+        if len(data) < head or bytes(data[:3]) not in _KINDS:
             raise CorruptStreamError("not a medcodec learned-codec stream")
+        kind, pattern = _KINDS[bytes(data[:3])]
         if _SHAPE.unpack_from(data, head - _SHAPE.size) != (*shape, bits):
             raise CorruptStreamError("medcodec stream was coded for another image size or depth")
-        wanted = data[len(_MAGIC) : len(_MAGIC) + _ID_BYTES]
-        name = weights.find_by_id(wanted, "pen-*.safetensors", (self._pen_name(),))
+        wanted = bytes(data[3 : 3 + _ID_BYTES])
+        variable = "MEDCODEC_PEN_WEIGHTS" if kind == "pen" else "MEDCODEC_LOSSY_WEIGHTS"
+        extra = (os.environ[variable],) if variable in os.environ else ()
+        name = weights.find_by_id(wanted, pattern, extra)
         if name is None:
             raise CorruptStreamError(
-                f"this stream was made with pixel-estimation model {wanted.hex()}, which this "
-                "install does not have: install the medcodec version that wrote it (or point "
-                "MEDCODEC_PEN_WEIGHTS at its weights)")
-        model, _ = pixel_estimator(name)
-        out = model.decode(data[head:], shape, bits)
+                f"this stream was made with {kind} model {wanted.hex()}, which this install "
+                f"does not have: install the medcodec version that wrote it (or point "
+                f"{variable} at its weights)")
+        model, _ = load_model(kind, name)
+        out = model.decode(bytes(data[head:]), shape, bits)
         return checked_shape(out.astype(unsigned_dtype(bits)), shape, self.name)

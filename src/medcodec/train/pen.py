@@ -117,7 +117,7 @@ def evaluate(model: pe.PixelEstimator, slices: Sequence[np.ndarray]) -> dict[str
             if level:
                 continue
             grid = pe.level_view(pe.known_canvas(image, level, phase), level)
-            location, _ = model.predict(grid, phase, level)
+            location, _, _ = model.predict(grid, phase, level, (1 << bits) - 1)
             rows, cols = pe.phase_coords(grid.shape, phase)
             truth = image[np.ix_(rows, cols)].ravel()
             err2 += float(np.sum((truth - location).astype(np.float64) ** 2))

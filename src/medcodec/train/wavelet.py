@@ -32,8 +32,8 @@ class WaveletSettings:
     hidden: int = 32
     step_min: float = 1.0  # quantiser steps sampled log-uniformly in [min, max]
     step_max: float = 256.0
-    steps_per_slice: int = 3
-    sample_fraction: float = 0.5
+    steps_per_slice: int = 2
+    sample_fraction: float = 0.04  # of the finest level's coefficients; 4x per coarser level
     slice_stride: int = 1
     val_every: int = 500
     seed: int = 0
@@ -183,10 +183,11 @@ def extract(slices: Sequence[np.ndarray], settings: WaveletSettings, rng: np.ran
                             rr, cc = np.nonzero(keep)
                             cell = np.minimum(rr // ratio, ph - 1) * pw + \
                                 np.minimum(cc // ratio, pw - 1)
-                            out[o][0].append(f)
-                            out[o][1].append(query[cell])
-                            out[o][2].append(cells.reshape(ph * pw, wl.POSITIONS, 3)[cell])
-                            out[o][3].append(q[keep])
+                            out[o][0].append(f.astype(np.float32))
+                            out[o][1].append(query[cell].astype(np.float32))
+                            out[o][2].append(cells.reshape(ph * pw, wl.POSITIONS, 3)[cell]
+                                             .astype(np.float32))
+                            out[o][3].append(q[keep].astype(np.float32))
                         known |= pos
                 parent = qs
     result = {o: [np.concatenate(part).astype(np.float32) for part in v]

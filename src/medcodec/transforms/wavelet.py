@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,7 +46,9 @@ def wavelet_forward(image: np.ndarray, levels: int = 5) -> Subbands:
     import pywt
 
     x = _pad(np.asarray(image, dtype=np.float64), levels)
-    coeffs = pywt.wavedec2(x, WAVELET, mode="periodization", level=levels)
+    with warnings.catch_warnings():  # "level too high": expected on small periodised images
+        warnings.simplefilter("ignore", UserWarning)
+        coeffs = pywt.wavedec2(x, WAVELET, mode="periodization", level=levels)
     return Subbands(coeffs[0], [tuple(level) for level in coeffs[1:]], tuple(image.shape))
 
 
