@@ -231,19 +231,21 @@ class PixelEstimator:
 
     def _pass_options(self, truth: np.ndarray, location: np.ndarray, index: np.ndarray,
                       ref: np.ndarray, max_error: int, top: int):
-        """The network's prediction, or (safety net for images unlike any training scan) the
-        window mean with one scale: whichever codes this pass in fewer bits."""
+        """The network's prediction or, as a safety net for images unlike any training scan,
+        the window mean with one scale: the network unless the fallback codes the pass in
+        fewer bits (only tried when the network does worse than raw samples would)."""
         step = 2 * max_error + 1
-        best = None
+        options = []
         for mode, (loc, idx) in enumerate(((location, index), (ref, np.zeros_like(index)))):
             residual = truth - loc
             q = np.sign(residual) * ((np.abs(residual) + max_error) // step)
             deltas = self._calibrate(q, idx)
             coded = _apply_calibration(idx, deltas)
             cost = float(self.tables.code_lengths(q, coded).sum())
-            if best is None or cost < best[0]:
-                best = (cost, mode, q, deltas, coded, np.clip(loc + q * step, 0, top))
-        return best[1:]
+            options.append((cost, mode, q, deltas, coded, np.clip(loc + q * step, 0, top)))
+            if cost <= truth.size * (top.bit_length() + 1):
+                break
+        return min(options, key=lambda option: option[0])[1:]
 
     # -- whole images -----------------------------------------------------------------
     def encode(self, image: np.ndarray, bits: int, max_error: int = 0) -> bytes:
@@ -322,23 +324,30 @@ class PixelEstimator:
     def _calibrate(self, q: np.ndarray, index: np.ndarray) -> np.ndarray:
         """Per band, the index offset (stored + CALIBRATION_RANGE) that codes ``q`` best.
 
-        Coarse-to-fine search (every 4th offset, then the neighbours of the best): the code
-        length is unimodal in the offset.
+        The code length is unimodal in the offset: a halving-step search (32, 16, ..., 1)
+        on at most 16k samples of the band finds it in 13 evaluations.
         """
         band = np.digitize(index, CALIBRATION_BANDS)
         deltas = np.full(len(CALIBRATION_BANDS) + 1, CALIBRATION_RANGE, np.int64)
         for b in np.unique(band):
-            sel = band == b
-            qb, ib = q[sel], index[sel]
+            members = np.flatnonzero(band == b)
+            members = members[:: max(1, members.size // 16384)]
+            qb, ib = q[members], index[members]
+            costs: dict[int, float] = {}
 
-            def cost(d: int, qb: np.ndarray = qb, ib: np.ndarray = ib) -> float:
-                shifted = np.clip(ib + d, 0, SCALE_COUNT - 1)
-                return float(self.tables.code_lengths(qb, shifted).sum())
+            def cost(d: int, qb: np.ndarray = qb, ib: np.ndarray = ib,
+                     costs: dict[int, float] = costs) -> float:
+                if d not in costs:
+                    shifted = np.clip(ib + d, 0, SCALE_COUNT - 1)
+                    costs[d] = float(self.tables.code_lengths(qb, shifted).sum())
+                return costs[d]
 
-            coarse = range(-CALIBRATION_RANGE, CALIBRATION_MAX + 1, 4)
-            best = min(coarse, key=cost)
-            fine = range(max(best - 3, -CALIBRATION_RANGE), min(best + 3, CALIBRATION_MAX) + 1)
-            deltas[b] = min(fine, key=cost) + CALIBRATION_RANGE
+            best = 0
+            for jump in (32, 16, 8, 4, 2, 1):
+                candidates = [d for d in (best - jump, best, best + jump)
+                              if -CALIBRATION_RANGE <= d <= CALIBRATION_MAX]
+                best = min(candidates, key=cost)
+            deltas[b] = best + CALIBRATION_RANGE
         return deltas
 
     # -- storage ----------------------------------------------------------------------

@@ -192,6 +192,9 @@ def attention_inputs(ctx: BandContext, static: np.ndarray, thresholds: np.ndarra
 def neighbourhood(grid: np.ndarray) -> np.ndarray:
     """(rows, cols, POSITIONS, C): the 3x3 cells around every cell of ``grid``, mirrored."""
     h, w = grid.shape[:2]
+    if h > 1 and w > 1:  # mirrored padding + 9 shifted views: no index arrays
+        p = np.pad(grid, ((1, 1), (1, 1), (0, 0)), mode="reflect")
+        return np.stack([p[r:r + h, c:c + w] for r in range(3) for c in range(3)], axis=2)
     out = np.empty((h, w, POSITIONS, grid.shape[2]), grid.dtype)
     rows, cols = np.arange(h), np.arange(w)
     for k, (dr, dc) in enumerate((a, b) for a in (-1, 0, 1) for b in (-1, 0, 1)):
@@ -232,12 +235,12 @@ class BandNet:
         k = (keys + self.key_position).reshape(n, POSITIONS, HEADS, KEY_DIM)
         v = (values + self.value_position).reshape(n, POSITIONS, HEADS, VALUE_DIM)
         # q, k carry 8 fractional bits each: scores carry 16; / sqrt(KEY_DIM) = / 2
-        scores = np.einsum("nohd,nphd->nph", q, k)  # exact: integers below 2**53
+        scores = (q * k).sum(axis=3)  # exact: integers below 2**53
         logits = np.floor(scores * (2.0 ** -(16 + 1) * SOFTMAX_STEPS))
         gap = np.clip(logits.max(axis=1, keepdims=True) - logits, 0, SOFTMAX_TABLE - 1)
         weight = self.softmax_table[gap.astype(np.int64)]  # (n, POSITIONS, HEADS)
         total = weight.sum(axis=1)  # >= 2**15: the best position has gap 0
-        mixed = np.einsum("nph,nphd->nhd", weight, v)
+        mixed = (weight[..., None] * v).sum(axis=1)
         out = np.floor(mixed / total[..., None])
         return np.clip(out, -ACT_LIMIT, ACT_LIMIT).reshape(ph, pw, HEADS * VALUE_DIM)
 

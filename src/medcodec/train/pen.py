@@ -54,7 +54,10 @@ def code_length(out, target):
     import torch
 
     location = out[:, 0] * LOCATION_UNIT
-    index = out[:, 1].clamp(0, pe.SCALE_COUNT - 1)
+    raw = out[:, 1]
+    # clamped like the codec's table index, but with a straight-through gradient: a unit
+    # pushed past either end must still learn its way back (a plain clamp would freeze it)
+    index = raw + (raw.clamp(0, pe.SCALE_COUNT - 1) - raw).detach()
     scale = torch.exp(math.log(pe.SCALE_MIN) + index * pe.scale_step())
 
     def cdf(v):

@@ -105,7 +105,10 @@ def code_length(scale_index, q):
     """Bits of integer ``q`` under a zero-mean discretised Laplace (torch)."""
     import torch
 
-    index = scale_index.clamp(0, wl.SCALE_COUNT - 1)
+    raw = scale_index
+    # clamped like the codec's table index, but with a straight-through gradient: a unit
+    # pushed past either end must still learn its way back (a plain clamp would freeze it)
+    index = raw + (raw.clamp(0, wl.SCALE_COUNT - 1) - raw).detach()
     b = torch.exp(math.log(wl.SCALE_MIN) + index * wl.scale_step())
 
     def cdf(v):
