@@ -104,3 +104,52 @@ def test_integer_network_is_exact_and_close_to_float() -> None:
     hidden = np.maximum(feats / 64 @ weights[0] + biases[0], 0)
     expected = (hidden @ weights[1] + biases[1]) * 256
     assert np.abs(out - expected).max() < 0.02 * np.abs(expected).max() + 4
+
+
+def _volume(n: int = 5) -> MedImage:
+    rng = np.random.default_rng(5)
+    base = smooth_image((72, 65), 12, seed=1).astype(np.int64)
+    slices = [np.clip(base + rng.normal(0, 12, base.shape).round(), 0, 4095) for _ in range(n)]
+    return MedImage(np.stack(slices).astype(np.int16) - 1024, bits_stored=12,
+                    rescale_intercept=-1024.0, modality="CT")
+
+
+@pytest.mark.parametrize("mode,max_error", [("lossless", None), ("near-lossless", 2)])
+def test_previous_slice_context_round_trip_and_random_access(mode: str, max_error) -> None:
+    image = _volume()
+    data = medcodec.compress(image, codec="medcodec", mode=mode, max_error=max_error,
+                             inter_slice=3)
+    bound = max_error or 0
+    whole = medcodec.decompress(data)
+    assert np.abs(whole.pixels.astype(int) - image.pixels).max() <= bound
+    for index in (4, 1, 3):  # random access decodes from the key slice before it
+        alone = medcodec.decompress(data, slices=[index]).pixels[0]
+        assert np.array_equal(alone, whole.pixels[index])
+    intra = medcodec.compress(image, codec="medcodec", mode=mode, max_error=max_error)
+    assert intra != data
+
+
+def test_previous_slice_stream_needs_its_context() -> None:
+    codec = get("medcodec")
+    image = _volume(2).pixels.astype(np.int64) + 1024
+    data = codec.encode(image[1], 12, LOSSLESS, previous=image[0])
+    assert np.array_equal(codec.decode(data, image[1].shape, 12, previous=image[0]), image[1])
+    with pytest.raises(CorruptStreamError):
+        codec.decode(data, image[1].shape, 12)
+
+
+def test_max_error_in_hounsfield_units(tmp_path) -> None:
+    from medcodec.cli import main
+
+    image = _volume(2)
+    image.rescale_slope = 0.5
+    source = tmp_path / "ct.mdcx"
+    source.write_bytes(medcodec.compress(image))
+    out = tmp_path / "near.mdcx"
+    assert main(["compress", str(source), "-o", str(out), "--codec", "medcodec",
+                 "--mode", "near-lossless", "--max-error-hu", "2", "-q"]) == 0
+    back = medcodec.decompress(out)
+    error = np.abs(back.pixels.astype(int) - image.pixels).max()
+    assert 0 < error <= 4  # 2 HU at 0.5 HU per stored unit
+    assert main(["compress", str(source), "-o", str(tmp_path / "x.mdcx"), "--codec",
+                 "medcodec", "--mode", "near-lossless", "--max-error-hu", "0.2", "-q"]) == 2

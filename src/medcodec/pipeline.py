@@ -74,6 +74,15 @@ def make_spec(mode: str = "lossless", max_error: int | None = None,
 
 def _encode_slice(codec: Codec, pixels: np.ndarray, spec: CodingSpec,
                   verify: bool, target_bpp: float | None = None) -> tuple[bytes, SliceRecord]:
+    data, record, _ = _encode_slice_full(codec, pixels, spec, verify, target_bpp)
+    return data, record
+
+
+def _encode_slice_full(codec: Codec, pixels: np.ndarray, spec: CodingSpec, verify: bool,
+                       target_bpp: float | None = None, previous: np.ndarray | None = None
+                       ) -> tuple[bytes, SliceRecord, np.ndarray]:
+    """Code one slice; ``previous`` (the previous decoded slice) is context for codecs that
+    take it. Returns the decoded slice too: it is the next slice's context."""
     low, high = int(pixels.min()), int(pixels.max())
     bits = value_range_bits(low, high)
     codec.check(bits, spec)
@@ -88,8 +97,10 @@ def _encode_slice(codec: Codec, pixels: np.ndarray, spec: CodingSpec,
 
         chosen = rate_search(bpp_at, codec.knob, target_bpp).setting
         spec = CodingSpec(Mode.LOSSY, 0, chosen)
-    data = codec.encode(shifted, bits, spec)
-    decoded = _restore(codec.decode(data, shifted.shape, bits), low, bits, pixels.dtype)
+    context = {} if previous is None else {"previous": previous.astype(np.int64) - low}
+    data = codec.encode(shifted, bits, spec, **context)
+    decoded = _restore(codec.decode(data, shifted.shape, bits, **context), low, bits,
+                       pixels.dtype)
     error = int(np.max(np.abs(decoded.astype(np.int64) - pixels.astype(np.int64)), initial=0))
     if verify:
         bound = spec.max_error if spec.mode is Mode.NEAR_LOSSLESS else 0
@@ -98,7 +109,7 @@ def _encode_slice(codec: Codec, pixels: np.ndarray, spec: CodingSpec,
                 f"codec {codec.name} broke its {spec.mode.value} promise on this slice "
                 f"(max error {error} > {bound}); nothing was written"
             )
-    return data, SliceRecord(low, bits, error, pixel_crc32(decoded), chosen)
+    return data, SliceRecord(low, bits, error, pixel_crc32(decoded), chosen), decoded
 
 
 def _restore(decoded: np.ndarray, shift: int, bits: int, dtype: np.dtype) -> np.ndarray:
@@ -122,13 +133,19 @@ def compress(
     progress: ProgressFn | None = None,
     verify: bool = True,
     bpp: float | None = None,
+    inter_slice: int | None = None,
 ) -> bytes:
     """Code ``image`` slice by slice into container bytes.
 
     ``codec="auto"`` picks the default codec for the data (JPEG-LS up to 16 bits, deflate above;
     JPEG 2000 for lossy) and the header records what was actually used. ``bpp`` (lossy only)
     searches the codec's quality knob per slice for that many bits per pixel.
+    ``inter_slice=K`` lets codecs that can (medcodec lossless/near-lossless) use the previous
+    decoded slice as context, with a self-contained key slice every K slices (random access
+    decodes from the key slice before the one asked for).
     """
+    if inter_slice is not None and not 1 <= inter_slice <= MAX_SLICES:
+        raise MedcodecError(f"--inter-slice must be at least 1, got {inter_slice}")
     if bpp is not None:
         if mode != Mode.LOSSY.value or quality is not None:
             raise MedcodecError("--bpp needs --mode lossy and no --quality")
@@ -141,10 +158,16 @@ def compress(
     chosen = codecs.choose(codec, bits, spec)
     if bpp is not None and chosen.knob is None:
         raise MedcodecError(f"codec {chosen.name} has no quality knob to search for --bpp")
+    supports = getattr(chosen, "supports_previous", None)
+    if inter_slice is not None and not (supports and supports(spec)):
+        inter_slice = None  # this codec and mode code every slice alone
     chunks: list[bytes] = []
     records: list[dict[str, Any]] = []
+    decoded = None
     for index in range(image.n_slices):
-        data, record = _encode_slice(chosen, image.pixels[index], spec, verify, bpp)
+        previous = decoded if inter_slice and index % inter_slice else None
+        data, record, decoded = _encode_slice_full(chosen, image.pixels[index], spec, verify,
+                                                   bpp, previous)
         chunks.append(data)
         records.append(record.as_dict())
         if progress:
@@ -157,6 +180,7 @@ def compress(
                   "dicom_method": chosen.dicom_method},
         "image": _image_header(image),
         "slices": records,
+        "inter_slice": inter_slice,
         "original_bytes": int(image.pixels.nbytes),
         "attachments": None,
     }
@@ -199,6 +223,9 @@ def _validate(header: dict[str, Any], n_chunks: int) -> None:
     codec = header.get("codec")
     _need(isinstance(codec, dict) and isinstance(codec.get("name"), str),
           "header names no codec")
+    inter = header.get("inter_slice")
+    _need(inter is None or (isinstance(inter, int) and 1 <= inter <= MAX_SLICES),
+          "header inter_slice is invalid")
 
 
 class ContainerFile:
@@ -212,6 +239,8 @@ class ContainerFile:
         info = self.header["codec"]
         self.codec = codecs.get(info["name"])
         self.dtype = np.dtype(self.header["image"]["dtype"])
+        self.key_interval: int | None = self.header.get("inter_slice")
+        self._last: tuple[int, np.ndarray] | None = None  # for sequential inter-slice decoding
 
     @property
     def n_slices(self) -> int:
@@ -225,9 +254,23 @@ class ContainerFile:
         if not 0 <= index < self.n_slices:
             raise InputError(f"{self.name}: slice {index} does not exist "
                              f"(the file has {self.n_slices})")
+        if not self.key_interval:
+            return self._decode_one(index, None)
+        key = index - index % self.key_interval
+        start, previous = key, None
+        if self._last is not None and key <= self._last[0] < index:
+            start, previous = self._last[0] + 1, self._last[1]
+        for j in range(start, index + 1):  # from the key slice (or the last one decoded)
+            previous = self._decode_one(j, previous if j > key else None)
+        self._last = (index, previous)
+        return previous
+
+    def _decode_one(self, index: int, previous: np.ndarray | None) -> np.ndarray:
         record = self.header["slices"][index]
         data = self.reader.read_chunk(index)
-        decoded = self.codec.decode(data, self.shape, record["bits"])
+        context = {} if previous is None else \
+            {"previous": previous.astype(np.int64) - record["shift"]}
+        decoded = self.codec.decode(data, self.shape, record["bits"], **context)
         pixels = _restore(decoded, record["shift"], record["bits"], self.dtype)
         if pixel_crc32(pixels) != record["crc32"]:
             raise CorruptStreamError(

@@ -26,12 +26,19 @@ def _add_coding_options(parser: argparse.ArgumentParser) -> None:
                             "available for the mode and bit depth (default)")
     group.add_argument("--mode", choices=["lossless", "near-lossless", "lossy"],
                        default="lossless", help="default: lossless")
-    group.add_argument("--max-error", type=int, metavar="D",
+    bound = group.add_mutually_exclusive_group()
+    bound.add_argument("--max-error", type=int, metavar="D",
                        help="near-lossless: every pixel within D stored units")
+    bound.add_argument("--max-error-hu", type=float, metavar="HU",
+                       help="near-lossless, CT: every pixel within HU Hounsfield units "
+                            "(converted through each image's rescale slope)")
     group.add_argument("--quality", type=float, metavar="Q",
                        help="lossy: the codec's quality knob")
     group.add_argument("--bpp", type=float, metavar="B",
                        help="lossy: search the quality knob for this many bits per pixel")
+    group.add_argument("--inter-slice", type=int, metavar="K",
+                       help="volumes, medcodec lossless/near-lossless: use the previous slice "
+                            "as context, with a self-contained key slice every K slices")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -45,7 +45,19 @@ def _output_name(image: MedImage, taken: set[str]) -> str:
 
 def _coding_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return {"codec": args.codec, "mode": args.mode, "max_error": args.max_error,
-            "quality": args.quality, "bpp": args.bpp}
+            "quality": args.quality, "bpp": args.bpp, "inter_slice": args.inter_slice}
+
+
+def _max_error_from_hu(image: MedImage, hu: float, mode: str) -> int:
+    """Stored units whose error stays within ``hu`` Hounsfield units: floor(hu / slope)."""
+    if mode != "near-lossless":
+        raise InputError("--max-error-hu needs --mode near-lossless")
+    slope = abs(float(image.rescale_slope or 1.0))
+    units = int(hu // slope)
+    if units < 1:
+        raise InputError(f"--max-error-hu {hu:g} is below one stored unit "
+                         f"(rescale slope {slope:g}); use lossless mode")
+    return units
 
 
 def compress(args: argparse.Namespace) -> int:
@@ -79,6 +91,8 @@ def compress(args: argparse.Namespace) -> int:
     for image in all_images():
         target = output / _output_name(image, taken) if many else output
         check_writable(target, args.force)
+        if getattr(args, "max_error_hu", None) is not None:
+            kwargs["max_error"] = _max_error_from_hu(image, args.max_error_hu, args.mode)
         with _progress(image.n_slices, target.name, args.quiet) as bar:
             data = compress_image(image, progress=bar.update, **kwargs)
         atomic_write_bytes(target, data, force=args.force)

@@ -30,6 +30,8 @@ def add_parser(subparsers: Any, parents: Sequence[argparse.ArgumentParser] = ())
     p.add_argument("--model", choices=["pen", "wavelet"], default="pen",
                    help="pen: the pixel-estimation network (lossless, near-lossless); "
                         "wavelet: the learned lossy codec")
+    p.add_argument("--inter", action="store_true",
+                   help="pen: train the previous-slice model (consecutive slices of a series)")
     p.add_argument("--no-attention", action="store_true",
                    help="wavelet model without cross-attention (ablation)")
     p.add_argument("--window", choices=["3x3", "1x8"], default="3x3",
@@ -71,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
 
     from medcodec._fs import atomic_path, check_writable
     from medcodec.train.data import read_series, split_series
-    from medcodec.train.pen import PenSettings, evaluate, train
+    from medcodec.train.pen import PenSettings, evaluate, train, training_items
 
     out = check_writable(args.out, args.force)
     modalities = None if args.modality.lower() == "any" else \
@@ -92,16 +94,17 @@ def run(args: argparse.Namespace) -> int:
         return _run_wavelet(args, out, train_series, val, quiet)
     settings = PenSettings(window=args.window, steps=args.steps, hidden=args.hidden,
                            slice_stride=args.slice_stride, seed=args.seed,
-                           threads=args.threads)
+                           threads=args.threads, inter=args.inter)
     model = train(train_series, val, settings,
                   log_path=Path(args.log) if args.log else None,
                   checkpoint=Path(args.checkpoint) if args.checkpoint else None,
                   progress=not quiet, log=(lambda m: None) if quiet else
                   (lambda m: print(m, file=sys.stderr)))
-    val_slices = [s for v in val for s in v.slices]
+    val_slices = training_items(val, args.inter)
     figures = evaluate(model, val_slices) if val_slices else {}
     metadata = {
-        "model": "pixel-estimation network", "window": args.window,
+        "model": "pixel-estimation network" + (" (previous slice)" if args.inter else ""),
+        "window": args.window,
         "command": "medcodec " + shlex.join(sys.argv[1:]) if sys.argv else "",
         "commit": _commit(), "settings": json.dumps(settings.__dict__),
         "train_series": json.dumps(sorted(s.key for s in train_series)),

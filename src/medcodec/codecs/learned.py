@@ -27,8 +27,10 @@ from medcodec.errors import CodecUnavailableError, CorruptStreamError
 
 #: Shipped models; MEDCODEC_PEN_WEIGHTS / MEDCODEC_LOSSY_WEIGHTS name other safetensors files.
 DEFAULT_PEN_WEIGHTS = "pen-3x3-v1.safetensors"
+DEFAULT_INTER_WEIGHTS = "pen-3x3-inter-v1.safetensors"
 DEFAULT_LOSSY_WEIGHTS = "wavelet-v1.safetensors"
-_KINDS = {b"MCP": ("pen", "pen-*.safetensors"), b"MCW": ("wavelet", "wavelet-*.safetensors")}
+_KINDS = {b"MCP": ("pen", "pen-*.safetensors"), b"MCI": ("pen", "pen-*.safetensors"),
+          b"MCW": ("wavelet", "wavelet-*.safetensors")}
 _ID_BYTES = 4
 _SHAPE = struct.Struct("<IIB")  # rows, cols, bits: a stream decodes only as what it was
 
@@ -67,6 +69,13 @@ class LearnedCodec(Codec):
     min_bits = 1
     max_bits = 16
     knob = Knob("step", 0.5, 2048.0, rate_increases=False, integer=False)
+    #: Lossless and near-lossless can use the previous decoded slice of a volume as context.
+    uses_previous: ClassVar[bool] = True
+
+    @classmethod
+    def supports_previous(cls, spec: CodingSpec) -> bool:
+        return spec.mode is not Mode.LOSSY and weights.weight_path(
+            _env_or("MEDCODEC_INTER_WEIGHTS", DEFAULT_INTER_WEIGHTS)).is_file()
 
     @classmethod
     def available(cls) -> bool:
@@ -95,10 +104,17 @@ class LearnedCodec(Codec):
                 "MEDCODEC_LOSSY_WEIGHTS" not in os.environ:
             raise CodecUnavailableError("the learned lossy model is not installed")
 
-    def encode(self, array: np.ndarray, bits: int, spec: CodingSpec) -> bytes:
+    def encode(self, array: np.ndarray, bits: int, spec: CodingSpec,
+               previous: np.ndarray | None = None) -> bytes:
+        """``previous``: the previous decoded slice, in this slice's value domain (volumes)."""
         self.check(bits, spec)
         array = np.asarray(array, dtype=np.int64)
-        if spec.mode is Mode.LOSSY:
+        if previous is not None and spec.mode is not Mode.LOSSY:
+            model, model_id = load_model(
+                "pen", _env_or("MEDCODEC_INTER_WEIGHTS", DEFAULT_INTER_WEIGHTS))
+            max_error = spec.max_error if spec.mode is Mode.NEAR_LOSSLESS else 0
+            tag, body = b"MCI", model.encode(array, bits, max_error, previous=previous)
+        elif spec.mode is Mode.LOSSY:
             step = self.knob_value(spec)
             model, model_id = load_model(
                 "wavelet", _env_or("MEDCODEC_LOSSY_WEIGHTS", DEFAULT_LOSSY_WEIGHTS))
@@ -110,17 +126,23 @@ class LearnedCodec(Codec):
             tag, body = b"MCP", model.encode(array, bits, max_error)
         return tag + model_id + _SHAPE.pack(*array.shape, bits) + body
 
-    def decode(self, data: bytes, shape: tuple[int, int], bits: int) -> np.ndarray:
+    def decode(self, data: bytes, shape: tuple[int, int], bits: int,
+               previous: np.ndarray | None = None) -> np.ndarray:
         if not 1 <= bits <= self.max_bits:
             raise CorruptStreamError(f"medcodec stream claims {bits} bits")
         head = 3 + _ID_BYTES + _SHAPE.size
         if len(data) < head or bytes(data[:3]) not in _KINDS:
             raise CorruptStreamError("not a medcodec learned-codec stream")
-        kind, pattern = _KINDS[bytes(data[:3])]
+        tag = bytes(data[:3])
+        kind, pattern = _KINDS[tag]
+        if (tag == b"MCI") != (previous is not None):
+            raise CorruptStreamError("medcodec stream and container disagree on whether this "
+                                     "slice depends on the previous one")
         if _SHAPE.unpack_from(data, head - _SHAPE.size) != (*shape, bits):
             raise CorruptStreamError("medcodec stream was coded for another image size or depth")
         wanted = bytes(data[3 : 3 + _ID_BYTES])
-        variable = "MEDCODEC_PEN_WEIGHTS" if kind == "pen" else "MEDCODEC_LOSSY_WEIGHTS"
+        variable = {b"MCP": "MEDCODEC_PEN_WEIGHTS", b"MCI": "MEDCODEC_INTER_WEIGHTS",
+                    b"MCW": "MEDCODEC_LOSSY_WEIGHTS"}[tag]
         extra = (os.environ[variable],) if variable in os.environ else ()
         name = weights.find_by_id(wanted, pattern, extra)
         if name is None:
@@ -129,5 +151,11 @@ class LearnedCodec(Codec):
                 f"does not have: install the medcodec version that wrote it (or point "
                 f"{variable} at its weights)")
         model, _ = load_model(kind, name)
-        out = model.decode(bytes(data[head:]), shape, bits)
+        if getattr(model, "inter", False) != (tag == b"MCI"):
+            raise CorruptStreamError("medcodec stream names a model of the wrong kind")
+        try:
+            out = model.decode(bytes(data[head:]), shape, bits, previous=previous) \
+                if kind == "pen" else model.decode(bytes(data[head:]), shape, bits)
+        except ValueError as exc:
+            raise CorruptStreamError(f"medcodec stream does not decode: {exc}") from None
         return checked_shape(out.astype(unsigned_dtype(bits)), shape, self.name)

@@ -121,8 +121,24 @@ def context_features(grid: np.ndarray, phase: str, thresholds: np.ndarray,
     return np.concatenate(columns, axis=1)
 
 
+def previous_features(previous: np.ndarray, phase: str, window: str, ref: np.ndarray,
+                      thresholds: np.ndarray) -> np.ndarray:
+    """Context from the previous slice (decoded, same level grid): 3 integer features.
+
+    Its pixel at the same position against this window's reference, and against the mean of
+    its own pixels at the window positions (how the pixel stands out from its neighbours one
+    slice away), plus the log size of the latter.
+    """
+    rows, cols = phase_coords(previous.shape, phase)
+    centre = previous[np.ix_(rows, cols)].ravel().astype(np.int64)
+    around = window_values(previous, phase, window)
+    detail = centre - np.floor_divide(around.sum(axis=1), around.shape[1])
+    return np.stack([centre - ref, detail, log_code(np.abs(detail), thresholds)], axis=1)
+
+
 def phase_features(grid: np.ndarray, phase: str, window: str, level: int,
-                   thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                   thresholds: np.ndarray, previous: np.ndarray | None = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
     """Integer features of every pixel of ``phase`` and its reference value (window mean).
 
     Features: window pixels minus the reference, the log-coded window activity, the shared
@@ -135,25 +151,34 @@ def phase_features(grid: np.ndarray, phase: str, window: str, level: int,
     activity = log_code(np.abs(centred).sum(axis=1), thresholds)
     level_code = np.zeros((values.shape[0], LEVEL_CLASSES), np.int64)
     level_code[:, min(level, LEVEL_CLASSES - 1)] = 1
-    feats = np.concatenate([centred, activity[:, None],
-                            context_features(grid, phase, thresholds, ref), level_code], axis=1)
-    return feats, ref
+    parts = [centred, activity[:, None], context_features(grid, phase, thresholds, ref),
+             level_code]
+    if previous is not None:
+        parts.append(previous_features(previous, phase, window, ref, thresholds))
+    return np.concatenate(parts, axis=1), ref
 
 
-def feature_count(window: str, phase: str) -> int:
-    return len(WINDOWS[window][phase]) + 1 + 2 + len(WIDE) + LEVEL_CLASSES
+#: Features the previous slice adds (see previous_features).
+PREVIOUS_FEATURES = 3
 
 
-def feature_scales(window: str, phase: str) -> np.ndarray:
+def feature_count(window: str, phase: str, inter: bool = False) -> int:
+    return (len(WINDOWS[window][phase]) + 1 + 2 + len(WIDE) + LEVEL_CLASSES
+            + (PREVIOUS_FEATURES if inter else 0))
+
+
+def feature_scales(window: str, phase: str, inter: bool = False) -> np.ndarray:
     """Fixed scaling of the integer features into the float network's inputs (training only).
 
     Pixel differences by 1/64, log codes by 1/16, level one-hots by 1.
     """
     n = len(WINDOWS[window][phase])
-    scales = np.ones(feature_count(window, phase))
+    scales = np.ones(feature_count(window, phase, inter))
     scales[:n] = 1 / 64
     scales[n : n + 3] = 1 / 16
     scales[n + 3 : n + 3 + len(WIDE)] = 1 / 64
+    if inter:
+        scales[-PREVIOUS_FEATURES:] = (1 / 64, 1 / 64, 1 / 16)
     return scales
 
 
@@ -214,15 +239,19 @@ class PixelEstimator:
     nets: dict[str, IntMLP]
     thresholds: np.ndarray
     tables: LaplaceTables
+    #: True for the model that also reads the previous decoded slice (volumes).
+    inter: bool = False
 
     def __post_init__(self) -> None:
         self._coder = GroupedCoder(self.tables)
 
     # -- one pass ---------------------------------------------------------------------
-    def predict(self, grid: np.ndarray, phase: str, level: int, top: int
+    def predict(self, grid: np.ndarray, phase: str, level: int, top: int,
+                previous: np.ndarray | None = None
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Integer location, table index and window mean of every pixel of ``phase`` (exact)."""
-        feats, ref = phase_features(grid, phase, self.window, level, self.thresholds)
+        feats, ref = phase_features(grid, phase, self.window, level, self.thresholds,
+                                    previous)
         out = self.nets[phase](feats)
         half = float(1 << (OUT_FRAC - 1))
         location = ref + np.floor((out[:, 0] + half) * 2.0**-OUT_FRAC).astype(np.int64)
@@ -248,8 +277,18 @@ class PixelEstimator:
         return min(options, key=lambda option: option[0])[1:]
 
     # -- whole images -----------------------------------------------------------------
-    def encode(self, image: np.ndarray, bits: int, max_error: int = 0) -> bytes:
+    def _previous(self, previous: np.ndarray | None, shape: tuple[int, int]
+                  ) -> np.ndarray | None:
+        if not self.inter:
+            return None
+        if previous is None or tuple(previous.shape) != tuple(shape):
+            raise ValueError("this model codes a slice together with the previous one")
+        return np.asarray(previous, np.int64)
+
+    def encode(self, image: np.ndarray, bits: int, max_error: int = 0,
+               previous: np.ndarray | None = None) -> bytes:
         image = np.asarray(image, dtype=np.int64)
+        prior = self._previous(previous, image.shape)
         canvas = np.zeros_like(image)
         step = 2 * max_error + 1
         top = (1 << bits) - 1
@@ -263,7 +302,8 @@ class PixelEstimator:
         segments = [self._coder.encode(coarse_res, np.full(coarse_res.shape, coarse_index))]
         for level, phase in passes(image.shape):
             grid = level_view(canvas, level)
-            location, index, ref = self.predict(grid, phase, level, top)
+            location, index, ref = self.predict(
+                grid, phase, level, top, None if prior is None else level_view(prior, level))
             rows, cols = phase_coords(grid.shape, phase)
             truth = level_view(image, level)[np.ix_(rows, cols)].ravel()
             index = np.maximum(index - shift_d, 0)
@@ -277,7 +317,9 @@ class PixelEstimator:
         lengths = struct.pack(f"<{len(segments)}I", *(len(s) for s in segments))
         return header + lengths + b"".join(segments)
 
-    def decode(self, data: bytes, shape: tuple[int, int], bits: int) -> np.ndarray:
+    def decode(self, data: bytes, shape: tuple[int, int], bits: int,
+               previous: np.ndarray | None = None) -> np.ndarray:
+        prior = self._previous(previous, shape)
         if len(data) < _HEADER.size:
             raise CorruptStreamError("pixel-estimation stream is truncated")
         version, window_id, max_error, coarse_index, shift_d, n_seg = _HEADER.unpack_from(data)
@@ -306,7 +348,8 @@ class PixelEstimator:
         level_view(canvas, levels)[...] = _coarse_reconstruct(res, step, top)
         for segment, (level, phase) in zip(segments[1:], passes(shape), strict=True):
             grid = level_view(canvas, level)
-            location, index, ref = self.predict(grid, phase, level, top)
+            location, index, ref = self.predict(
+                grid, phase, level, top, None if prior is None else level_view(prior, level))
             index = np.maximum(index - shift_d, 0)
             bands = len(CALIBRATION_BANDS) + 1
             deltas = np.frombuffer(segment[1 : 1 + bands], np.uint8)
@@ -357,6 +400,7 @@ class PixelEstimator:
 
     def _arrays(self) -> dict[str, np.ndarray]:
         out = {"pen.window": np.array([WINDOW_IDS[self.window]], np.int32),
+               "pen.inter": np.array([int(self.inter)], np.int32),
                "pen.thresholds": self.thresholds.astype(np.int64)}
         out.update(self.tables.as_arrays("pen.entropy."))
         for phase, net in self.nets.items():
@@ -367,8 +411,9 @@ class PixelEstimator:
     def from_arrays(cls, arrays: dict[str, np.ndarray]) -> PixelEstimator:
         window = {v: k for k, v in WINDOW_IDS.items()}[int(arrays["pen.window"][0])]
         nets = {phase: IntMLP.from_arrays(arrays, f"pen.{phase}.") for phase in PHASES}
+        inter = bool(int(arrays["pen.inter"][0])) if "pen.inter" in arrays else False
         return cls(window, nets, np.asarray(arrays["pen.thresholds"], np.int64),
-                   LaplaceTables.from_arrays(arrays, "pen.entropy."))
+                   LaplaceTables.from_arrays(arrays, "pen.entropy."), inter)
 
 
 WINDOW_IDS = {"3x3": 1, "1x8": 2}

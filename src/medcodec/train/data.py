@@ -21,6 +21,17 @@ class Series:
     key: str  # SeriesInstanceUID or file path: what defines "the same scan"
     modality: str
     slices: tuple[np.ndarray, ...]  # int64, each shifted to a minimum of 0
+    offsets: tuple[int, ...] = ()  # the minimum each slice was shifted by
+
+    def pairs(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(slice, previous slice in the same value domain) for every slice after the first,
+        as the codec's previous-slice mode sees them."""
+        out = []
+        for k in range(1, len(self.slices)):
+            if self.slices[k].shape == self.slices[k - 1].shape:
+                out.append((self.slices[k],
+                            self.slices[k - 1] + (self.offsets[k - 1] - self.offsets[k])))
+        return out
 
 
 def read_series(paths: Iterable[str | Path], modalities: Sequence[str] | None = ("CT",),
@@ -51,12 +62,14 @@ def read_series(paths: Iterable[str | Path], modalities: Sequence[str] | None = 
             key = str(image.meta.get("series_instance_uid")
                       or image.source_path or id(image))
             slices = tuple((s.astype(np.int64) - int(s.min())) for s in image.pixels)
-            found.append(Series(key, modality, slices))
+            found.append(Series(key, modality, slices,
+                                tuple(int(s.min()) for s in image.pixels)))
     merged: dict[str, Series] = {}
     for series in found:  # single-file DICOM series arrive one slice at a time
         if series.key in merged:
             old = merged[series.key]
-            merged[series.key] = Series(series.key, old.modality, old.slices + series.slices)
+            merged[series.key] = Series(series.key, old.modality, old.slices + series.slices,
+                                        old.offsets + series.offsets)
         else:
             merged[series.key] = series
     return list(merged.values())

@@ -35,6 +35,7 @@ class PenSettings:
     val_every: int = 500
     seed: int = 0
     threads: int = 2
+    inter: bool = False  # train the previous-slice model (volumes)
 
 
 def _net(n_in: int, hidden: int):  # torch is imported lazily: inference never needs it
@@ -68,19 +69,23 @@ def code_length(out, target):
     return -torch.log2((cdf(target + 0.5) - cdf(target - 0.5)).clamp(min=1e-9))
 
 
-def extract(slices: Sequence[np.ndarray], window: str, fraction: float,
-            rng: np.random.Generator) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def extract(slices: Sequence[np.ndarray | tuple[np.ndarray, np.ndarray]], window: str,
+            fraction: float, rng: np.random.Generator
+            ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """(features, target relative to the reference) per phase, as the decoder sees them.
 
     Coarser levels have 4x fewer pixels each; they are sampled 4x more densely (capped at
     all of them) so the network sees them often enough.
     """
     data: dict[str, tuple[list, list]] = {p: ([], []) for p in pe.PHASES}
-    for image in slices:
+    for item in slices:
+        image, previous = item if isinstance(item, tuple) else (item, None)
         for level, phase in pe.passes(image.shape):
             canvas = pe.known_canvas(image, level, phase)
             grid = pe.level_view(canvas, level)
-            feats, ref = pe.phase_features(grid, phase, window, level, default_thresholds())
+            feats, ref = pe.phase_features(
+                grid, phase, window, level, default_thresholds(),
+                None if previous is None else pe.level_view(previous, level))
             rows, cols = pe.phase_coords(grid.shape, phase)
             target = pe.level_view(image, level)[np.ix_(rows, cols)].ravel() - ref
             keep = rng.random(target.size) < min(1.0, fraction * 4**level)
@@ -90,7 +95,8 @@ def extract(slices: Sequence[np.ndarray], window: str, fraction: float,
             for p, (f, t) in data.items()}
 
 
-def to_estimator(window: str, state: dict[str, list[np.ndarray]]) -> pe.PixelEstimator:
+def to_estimator(window: str, state: dict[str, list[np.ndarray]],
+                 inter: bool = False) -> pe.PixelEstimator:
     """Quantise float nets ({phase: [w1, b1, w2, b2, w3, b3]}, torch layouts) to integers."""
     from medcodec.models.intnet import IntMLP
 
@@ -101,26 +107,30 @@ def to_estimator(window: str, state: dict[str, list[np.ndarray]]) -> pe.PixelEst
         unit = np.array([LOCATION_UNIT, 1.0])
         weights[-1] = weights[-1] * unit
         biases[-1] = biases[-1] * unit
-        nets[phase] = IntMLP.from_float(weights, biases, pe.feature_scales(window, phase),
+        nets[phase] = IntMLP.from_float(weights, biases, pe.feature_scales(window, phase, inter),
                                         act_bits=pe.OUT_FRAC)
-    return pe.PixelEstimator(window, nets, default_thresholds(), pe.build_tables())
+    return pe.PixelEstimator(window, nets, default_thresholds(), pe.build_tables(), inter)
 
 
-def evaluate(model: pe.PixelEstimator, slices: Sequence[np.ndarray]) -> dict[str, float]:
+def evaluate(model: pe.PixelEstimator,
+             slices: Sequence[np.ndarray | tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
     """Real coded bpp (the entropy coder's bytes), the location's MSE and R on ``slices``."""
     total_bytes = total_px = 0
     err2 = 0.0
     truths, preds = [], []
-    for image in slices:
+    for item in slices:
+        image, previous = item if isinstance(item, tuple) else (item, None)
         bits = max(1, int(image.max()).bit_length())
-        data = model.encode(image, bits)
+        data = model.encode(image, bits, previous=previous)
         total_bytes += len(data)
         total_px += image.size
         for level, phase in pe.passes(image.shape):
             if level:
                 continue
             grid = pe.level_view(pe.known_canvas(image, level, phase), level)
-            location, _, _ = model.predict(grid, phase, level, (1 << bits) - 1)
+            location, _, _ = model.predict(
+                grid, phase, level, (1 << bits) - 1,
+                None if previous is None else pe.level_view(previous, level))
             rows, cols = pe.phase_coords(grid.shape, phase)
             truth = image[np.ix_(rows, cols)].ravel()
             err2 += float(np.sum((truth - location).astype(np.float64) ** 2))
@@ -143,14 +153,15 @@ def train(train_series: Sequence[Series], val_series: Sequence[Series], settings
     torch.manual_seed(settings.seed)
     torch.set_num_threads(settings.threads)
     rng = np.random.default_rng(settings.seed)
-    train_slices = [s for series in train_series for s in series.slices[:: settings.slice_stride]]
-    val_slices = [s for series in val_series for s in series.slices]
+    train_slices = training_items(train_series, settings.inter)[:: settings.slice_stride]
+    val_slices = training_items(val_series, settings.inter)
     log(f"training on {len(train_slices)} slices of {len(train_series)} series; "
         f"validating on {len(val_slices)} slices of {len(val_series)} series")
     samples = extract(train_slices, settings.window, settings.sample_fraction, rng)
     val_samples = extract(val_slices, settings.window, 0.05, rng) if val_slices else None
 
-    nets = {p: _net(pe.feature_count(settings.window, p), settings.hidden) for p in pe.PHASES}
+    nets = {p: _net(pe.feature_count(settings.window, p, settings.inter), settings.hidden)
+            for p in pe.PHASES}
     opts = {p: torch.optim.Adam(nets[p].parameters(), settings.lr) for p in pe.PHASES}
     done = {p: 0 for p in pe.PHASES}
     if checkpoint is not None and checkpoint.exists():  # resume
@@ -172,12 +183,11 @@ def train(train_series: Sequence[Series], val_series: Sequence[Series], settings
     start = time.time()
     try:
         for phase in pe.PHASES:
-            feats = torch.from_numpy(samples[phase][0] *
-                                     pe.feature_scales(settings.window, phase).astype(np.float32))
+            scales = pe.feature_scales(settings.window, phase, settings.inter).astype(np.float32)
+            feats = torch.from_numpy(samples[phase][0] * scales)
             target = torch.from_numpy(samples[phase][1])
             if val_samples is not None:
-                vf = torch.from_numpy(val_samples[phase][0] * pe.feature_scales(
-                    settings.window, phase).astype(np.float32))
+                vf = torch.from_numpy(val_samples[phase][0] * scales)
                 vt = torch.from_numpy(val_samples[phase][1])
             net, opt = nets[phase], opts[phase]
             gen = torch.Generator().manual_seed(settings.seed + pe.PHASES.index(phase))
@@ -220,7 +230,14 @@ def train(train_series: Sequence[Series], val_series: Sequence[Series], settings
         if log_file:
             log_file.close()
     state = {p: [t.detach().numpy() for t in nets[p].parameters()] for p in pe.PHASES}
-    return to_estimator(settings.window, state)
+    return to_estimator(settings.window, state, settings.inter)
+
+
+def training_items(series: Sequence[Series], inter: bool) -> list:
+    """Slices, or (slice, previous slice) pairs for the previous-slice model."""
+    if inter:
+        return [pair for s in series for pair in s.pairs()]
+    return [image for s in series for image in s.slices]
 
 
 def _save_checkpoint(path: Path, nets, opts, done, settings, save_file) -> None:
