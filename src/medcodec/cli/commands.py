@@ -330,9 +330,14 @@ def demo(args: argparse.Namespace) -> int:
     out_dir = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="medcodec-demo-"))
     out_dir.mkdir(parents=True, exist_ok=True)
     settings: list[tuple[str, str, dict[str, Any]]] = [
-        ("lossless", "auto", {"mode": "lossless"}),
-        ("near-lossless D=1", "auto", {"mode": "near-lossless", "max_error": 1}),
-        ("near-lossless D=4", "auto", {"mode": "near-lossless", "max_error": 4}),
+        ("lossless", "jpegls", {"mode": "lossless"}),
+        ("lossless", "medcodec", {"mode": "lossless"}),
+        ("near-lossless D=1", "jpegls", {"mode": "near-lossless", "max_error": 1}),
+        ("near-lossless D=1", "medcodec", {"mode": "near-lossless", "max_error": 1}),
+        ("near-lossless D=4", "jpegls", {"mode": "near-lossless", "max_error": 4}),
+        ("near-lossless D=4", "medcodec", {"mode": "near-lossless", "max_error": 4}),
+        ("lossy 1 bpp", "jpeg2000", {"mode": "lossy", "bpp": 1.0}),
+        ("lossy 1 bpp", "medcodec", {"mode": "lossy", "bpp": 1.0}),
     ]
     header = (f"{'setting':<20} {'codec':<8} {'bytes':>8} {'bpp':>7} {'ratio16':>8} "
               f"{'psnr dB':>8} {'max err':>8} {'enc ms':>7} {'dec ms':>7}")
@@ -340,7 +345,7 @@ def demo(args: argparse.Namespace) -> int:
     print("-" * len(header))
     for label, codec, kwargs in settings:
         row, data, back = _measure(image, codec=codec, **kwargs)
-        name = f"{label.replace(' ', '_').replace('=', '')}.mdcx"
+        name = f"{label.replace(' ', '_').replace('=', '')}_{codec}.mdcx"
         atomic_write_bytes(out_dir / name, data, force=True)
         write(back, out_dir / name.replace(".mdcx", ".dcm"), force=True)
         psnr = "inf" if np.isinf(row["psnr"]) else f"{row['psnr']:.2f}"

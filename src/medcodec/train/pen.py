@@ -55,10 +55,9 @@ def code_length(out, target):
     import torch
 
     location = out[:, 0] * LOCATION_UNIT
-    raw = out[:, 1]
-    # clamped like the codec's table index, but with a straight-through gradient: a unit
-    # pushed past either end must still learn its way back (a plain clamp would freeze it)
-    index = raw + (raw.clamp(0, pe.SCALE_COUNT - 1) - raw).detach()
+    # a plain clamp, like the codec's table index (a straight-through gradient measured
+    # worse here: 4.637 against 4.536 bpp on the validation CT; the lossy model needs it)
+    index = out[:, 1].clamp(0, pe.SCALE_COUNT - 1)
     scale = torch.exp(math.log(pe.SCALE_MIN) + index * pe.scale_step())
 
     def cdf(v):
