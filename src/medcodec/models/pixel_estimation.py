@@ -69,15 +69,36 @@ def phase_coords(shape: tuple[int, int], phase: str) -> tuple[np.ndarray, np.nda
     return np.arange(pr, shape[0], 2), np.arange(pc, shape[1], 2)
 
 
+def gather(grid: np.ndarray, start: tuple[int, int], count: tuple[int, int], step: int,
+           offsets: tuple[tuple[int, int], ...]) -> np.ndarray:
+    """(count[0] * count[1], len(offsets)) int64: ``grid`` at rows ``start[0] + step * i + dr``
+    and columns ``start[1] + step * j + dc``, mirrored at the edges like :func:`reflect`.
+
+    Mirrored padding plus strided views: no index arrays on the hot path.
+    """
+    out = np.empty((count[0] * count[1], len(offsets)), dtype=np.int64)
+    if out.size == 0:
+        return out
+    pad = max(max(abs(dr), abs(dc)) for dr, dc in offsets)
+    if min(grid.shape) > 1:
+        padded = np.pad(grid, pad, mode="reflect")
+        for k, (dr, dc) in enumerate(offsets):
+            r, c = pad + start[0] + dr, pad + start[1] + dc
+            out[:, k] = padded[r : r + step * (count[0] - 1) + 1 : step,
+                               c : c + step * (count[1] - 1) + 1 : step].ravel()
+        return out
+    rows = start[0] + step * np.arange(count[0])
+    cols = start[1] + step * np.arange(count[1])
+    for k, (dr, dc) in enumerate(offsets):
+        out[:, k] = grid[np.ix_(reflect(rows + dr, grid.shape[0]),
+                                reflect(cols + dc, grid.shape[1]))].ravel()
+    return out
+
+
 def window_values(grid: np.ndarray, phase: str, window: str) -> np.ndarray:
     """(pixels of the phase, window size) int64: the window of every pixel of ``phase``."""
     rows, cols = phase_coords(grid.shape, phase)
-    out = np.empty((rows.size * cols.size, len(WINDOWS[window][phase])), dtype=np.int64)
-    for k, (dr, dc) in enumerate(WINDOWS[window][phase]):
-        r = reflect(rows + dr, grid.shape[0])
-        c = reflect(cols + dc, grid.shape[1])
-        out[:, k] = grid[np.ix_(r, c)].ravel()
-    return out
+    return gather(grid, PARITY[phase], (rows.size, cols.size), 2, WINDOWS[window][phase])
 
 
 def _coarse_activity_map(coarse: np.ndarray) -> np.ndarray:
@@ -109,16 +130,10 @@ def context_features(grid: np.ndarray, phase: str, thresholds: np.ndarray,
     coarse = grid[0::2, 0::2].astype(np.int64)
     act = _coarse_activity_map(coarse)
     rows, cols = phase_coords(grid.shape, phase)
-    r, c = rows // 2, cols // 2
-    feats = [log_code(box_sum(act, k)[np.ix_(np.minimum(r, coarse.shape[0] - 1),
-                                          np.minimum(c, coarse.shape[1] - 1))].ravel(),
-                      thresholds) for k in (1, 3)]
-    columns = [f[:, None] for f in feats]
-    for dr, dc in WIDE:
-        rr = reflect(r + dr, coarse.shape[0])
-        cc = reflect(c + dc, coarse.shape[1])
-        columns.append((coarse[np.ix_(rr, cc)].ravel() - ref)[:, None])
-    return np.concatenate(columns, axis=1)
+    n_r, n_c = rows.size, cols.size  # pixel (2i + pr, 2j + pc) sits at coarse (i, j)
+    feats = [log_code(box_sum(act, k)[:n_r, :n_c].ravel(), thresholds) for k in (1, 3)]
+    wide = gather(coarse, (0, 0), (n_r, n_c), 1, WIDE) - ref[:, None]
+    return np.concatenate([feats[0][:, None], feats[1][:, None], wide], axis=1)
 
 
 def previous_features(previous: np.ndarray, phase: str, window: str, ref: np.ndarray,
