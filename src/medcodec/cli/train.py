@@ -32,6 +32,9 @@ def add_parser(subparsers: Any, parents: Sequence[argparse.ArgumentParser] = ())
                         "wavelet: the learned lossy codec")
     p.add_argument("--inter", action="store_true",
                    help="pen: train the previous-slice model (consecutive slices of a series)")
+    p.add_argument("--step-range", default="1,256", metavar="MIN,MAX",
+                   help="wavelet: quantiser steps sampled in training (default 1,256; equal "
+                        "values train a fixed-rate model)")
     p.add_argument("--no-attention", action="store_true",
                    help="wavelet model without cross-attention (ablation)")
     p.add_argument("--window", choices=["3x3", "1x8"], default="3x3",
@@ -124,9 +127,16 @@ def _run_wavelet(args: argparse.Namespace, out: Path, train_series, val, quiet: 
     from medcodec._fs import atomic_path
     from medcodec.train.wavelet import WaveletSettings, evaluate, train
 
+    try:
+        step_min, step_max = (float(v) for v in args.step_range.split(","))
+    except ValueError:
+        raise InputError(f"--step-range: cannot read {args.step_range!r} (e.g. 1,256)") from None
+    if not 0 < step_min <= step_max:
+        raise InputError("--step-range needs 0 < MIN <= MAX")
     settings = WaveletSettings(steps=args.steps, hidden=args.hidden,
                                slice_stride=args.slice_stride, seed=args.seed,
-                               threads=args.threads, use_attention=not args.no_attention)
+                               threads=args.threads, use_attention=not args.no_attention,
+                               step_min=step_min, step_max=step_max)
     model = train(train_series, val, settings, log_path=Path(args.log) if args.log else None,
                   progress=not quiet,
                   log=(lambda m: None) if quiet else (lambda m: print(m, file=sys.stderr)))

@@ -266,6 +266,8 @@ class WaveletModel:
     tables: LaplaceTables
     use_attention: bool = True
     use_filter: bool = True
+    #: Decomposition levels used at most (fewer for small images); an ablation knob.
+    max_levels: int = LEVELS
 
     def __post_init__(self) -> None:
         self._coder = GroupedCoder(self.tables)
@@ -301,7 +303,7 @@ class WaveletModel:
 
     # -- encode ------------------------------------------------------------------------
     def encode(self, image: np.ndarray, bits: int, step: float) -> bytes:
-        levels = levels_for(image.shape)
+        levels = min(levels_for(image.shape), self.max_levels)
         mid = float(1 << (bits - 1))
         bands = wavelet_forward(np.asarray(image, np.float64) - mid, levels)
         steps = self._contexts(step, levels)
@@ -350,7 +352,7 @@ class WaveletModel:
             raise CorruptStreamError("learned lossy stream is truncated")
         version, levels, step, ll_table, _, crc = _HEADER.unpack_from(data)
         (count,) = struct.unpack_from("<H", data, _HEADER.size)
-        if version != _VERSION or levels != levels_for(shape):
+        if version != _VERSION or not 1 <= levels <= levels_for(shape):
             raise CorruptStreamError("learned lossy stream header does not match its image")
         if not (math.isfinite(step) and 1e-3 <= step <= 1e6) or ll_table >= len(self.tables):
             raise CorruptStreamError("learned lossy stream header is damaged")
