@@ -31,6 +31,7 @@ LOSSY_LADDER: dict[str, list[float]] = {
     "avif": [20, 60, 95],
     "hevc": [40, 25, 5],
     "jpeg12": [10, 50, 95],
+    "medcodec": [64, 16, 4],
 }
 
 
