@@ -79,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
     from medcodec.train.pen import PenSettings, evaluate, train, training_items
 
     out = check_writable(args.out, args.force)
+    args.commit = _commit()  # the code that runs: taken before, not after, a long training
     modalities = None if args.modality.lower() == "any" else \
         tuple(m.strip().upper() for m in args.modality.split(","))
     quiet = getattr(args, "quiet", False)
@@ -109,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
         "model": "pixel-estimation network" + (" (previous slice)" if args.inter else ""),
         "window": args.window,
         "command": "medcodec " + shlex.join(sys.argv[1:]) if sys.argv else "",
-        "commit": _commit(), "settings": json.dumps(settings.__dict__),
+        "commit": args.commit, "settings": json.dumps(settings.__dict__),
         "train_series": json.dumps(sorted(s.key for s in train_series)),
         "val_series": json.dumps(sorted(s.key for s in val)),
         "validation": json.dumps(figures),
@@ -145,7 +146,7 @@ def _run_wavelet(args: argparse.Namespace, out: Path, train_series, val, quiet: 
     metadata = {
         "model": "wavelet latent + cross-attention + hyperprior (lossy)",
         "command": "medcodec " + shlex.join(sys.argv[1:]) if sys.argv else "",
-        "commit": _commit(), "settings": json.dumps(settings.__dict__),
+        "commit": args.commit, "settings": json.dumps(settings.__dict__),
         "train_series": json.dumps(sorted(s.key for s in train_series)),
         "val_series": json.dumps(sorted(s.key for s in val)),
         "validation": json.dumps(figures),
