@@ -86,8 +86,14 @@ def test_attention_and_filter_stages_can_be_switched_off() -> None:
     finally:
         model.use_attention = True
     try:
-        model.use_filter = False
-        unfiltered = model.decode(full, image.shape, 12)
-    finally:
         model.use_filter = True
-    assert unfiltered.shape == image.shape
+        filtered_stream = model.encode(image, 12, 16.0)
+        model.use_filter = False
+        plain_stream = model.encode(image, 12, 16.0)
+    finally:
+        model.use_filter = False  # the shipped default: the stream's flag decides at decode
+    assert filtered_stream != plain_stream  # only the header flag differs
+    filtered = model.decode(filtered_stream, image.shape, 12)
+    unfiltered = model.decode(plain_stream, image.shape, 12)
+    assert filtered.shape == unfiltered.shape == image.shape
+    assert not np.array_equal(filtered, unfiltered)

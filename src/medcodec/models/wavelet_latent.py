@@ -54,7 +54,9 @@ SOFTMAX_STEPS, SOFTMAX_TABLE = 8, 256
 STATIC = 10 + LEVELS  # see band_static
 FEATURES = STATIC + 3  # see pass_features
 FILTER_BANDS = np.array([4.0, 16.0, 64.0])  # step thresholds between filter tap sets
-_HEADER = struct.Struct("<BBdBBI")  # version, levels, step, LL table, z table, crc of q
+_HEADER = struct.Struct("<BBdBBI")  # version, levels, step, LL table, flags, crc of q
+#: Header flag: the decoder applies the 3x3 filter.
+_FLAG_FILTER = 1
 _VERSION = 1
 
 
@@ -340,21 +342,24 @@ class WaveletModel:
             parent = qs
             q_all.extend(qs)
         crc = _q_crc(q_all)
-        header = _HEADER.pack(_VERSION, levels, step, ll_table, 0, crc)
+        flags = _FLAG_FILTER if self.use_filter else 0
+        header = _HEADER.pack(_VERSION, levels, step, ll_table, flags, crc)
         lengths = struct.pack(f"<{len(segments)}I", *(len(s) for s in segments))
         return header + struct.pack("<H", len(segments)) + lengths + b"".join(segments)
 
     # -- decode ------------------------------------------------------------------------
     def decode_coefficients(self, data: bytes, shape: tuple[int, int]
-                            ) -> tuple[float, int, list[np.ndarray]]:
+                            ) -> tuple[float, int, list[np.ndarray], bool]:
+        """(step, levels, quantised bands in decode order, whether to filter) of a stream."""
         head = _HEADER.size + 2
         if len(data) < head:
             raise CorruptStreamError("learned lossy stream is truncated")
-        version, levels, step, ll_table, _, crc = _HEADER.unpack_from(data)
+        version, levels, step, ll_table, flags, crc = _HEADER.unpack_from(data)
         (count,) = struct.unpack_from("<H", data, _HEADER.size)
         if version != _VERSION or not 1 <= levels <= levels_for(shape):
             raise CorruptStreamError("learned lossy stream header does not match its image")
-        if not (math.isfinite(step) and 1e-3 <= step <= 1e6) or ll_table >= len(self.tables):
+        if (not (math.isfinite(step) and 1e-3 <= step <= 1e6) or ll_table >= len(self.tables)
+                or flags & ~_FLAG_FILTER):
             raise CorruptStreamError("learned lossy stream header is damaged")
         expected = 1 + 6 * levels + min(HYPER_LEVELS, levels)
         if count != expected or len(data) < head + 4 * count:
@@ -404,10 +409,12 @@ class WaveletModel:
             raise CorruptStreamError(
                 "learned lossy stream decoded to different coefficients than were coded "
                 "(checksum mismatch): damaged stream or a different model")
-        return step, levels, q_all
+        return step, levels, q_all, bool(flags & _FLAG_FILTER)
 
     def synthesise(self, q_all: list[np.ndarray], step: float, levels: int,
-                   shape: tuple[int, int], bits: int) -> np.ndarray:
+                   shape: tuple[int, int], bits: int, use_filter: bool | None = None
+                   ) -> np.ndarray:
+        """Pixels from decoded coefficients; the 3x3 filter runs when the stream says so."""
         steps = self._contexts(step, levels)
         ll = dequantise(q_all[0], steps[0], np.zeros(3))
         details = []
@@ -418,13 +425,13 @@ class WaveletModel:
         x = wavelet_inverse(Subbands(ll, details, shape)) + float(1 << (bits - 1))
         top = (1 << bits) - 1
         pixels = np.clip(np.round(x), 0, top).astype(np.int64)
-        if self.use_filter:
+        if self.use_filter if use_filter is None else use_filter:
             pixels = apply_filter(pixels, self.filter_taps[filter_band(step)], top)
         return pixels
 
     def decode(self, data: bytes, shape: tuple[int, int], bits: int) -> np.ndarray:
-        step, levels, q_all = self.decode_coefficients(data, shape)
-        return self.synthesise(q_all, step, levels, shape, bits)
+        step, levels, q_all, use_filter = self.decode_coefficients(data, shape)
+        return self.synthesise(q_all, step, levels, shape, bits, use_filter)
 
     # -- storage -----------------------------------------------------------------------
     def as_arrays(self) -> dict[str, np.ndarray]:
@@ -436,7 +443,8 @@ class WaveletModel:
                "wl.recon_offsets": self.recon_offsets.astype(np.int32),
                "wl.filter_taps": self.filter_taps.astype(np.int32),
                "wl.thresholds": self.thresholds.astype(np.int64),
-               "wl.softmax": self.nets[0].softmax_table.astype(np.int64)}
+               "wl.softmax": self.nets[0].softmax_table.astype(np.int64),
+               "wl.use_filter": np.array([int(self.use_filter)], np.int32)}
         out.update(self.tables.as_arrays("wl.entropy."))
         for o, net in enumerate(self.nets):
             for part in ("query", "key", "value", "mlp"):
@@ -458,7 +466,9 @@ class WaveletModel:
                    np.asarray(arrays["wl.recon_offsets"], np.int64),
                    np.asarray(arrays["wl.filter_taps"], np.int64),
                    np.asarray(arrays["wl.thresholds"], np.int64),
-                   LaplaceTables.from_arrays(arrays, "wl.entropy."))
+                   LaplaceTables.from_arrays(arrays, "wl.entropy."),
+                   use_filter=bool(int(arrays["wl.use_filter"][0]))
+                   if "wl.use_filter" in arrays else True)
 
 
 def _step_code(step: float, thresholds: np.ndarray) -> int:
