@@ -172,5 +172,6 @@ def test_demo(tmp_path: Path) -> None:
     result = run("demo", "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr
     assert "lossless" in result.stdout and "inf" in result.stdout
-    assert (tmp_path / "lossless.mdcx").exists()
-    assert (tmp_path / "lossless.dcm").exists()
+    for name in ("lossless_jpegls", "lossless_medcodec", "lossy_medcodec", "lossy_jpeg2000"):
+        assert (tmp_path / f"{name}.mdcx").exists()
+        assert (tmp_path / f"{name}.dcm").exists()

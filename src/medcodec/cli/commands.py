@@ -336,16 +336,21 @@ def demo(args: argparse.Namespace) -> int:
         ("near-lossless D=1", "medcodec", {"mode": "near-lossless", "max_error": 1}),
         ("near-lossless D=4", "jpegls", {"mode": "near-lossless", "max_error": 4}),
         ("near-lossless D=4", "medcodec", {"mode": "near-lossless", "max_error": 4}),
-        ("lossy 1 bpp", "jpeg2000", {"mode": "lossy", "bpp": 1.0}),
-        ("lossy 1 bpp", "medcodec", {"mode": "lossy", "bpp": 1.0}),
+        ("lossy", "medcodec", {"mode": "lossy", "quality": 24.0}),
+        ("lossy, same bpp", "jpeg2000", {"mode": "lossy"}),  # bpp: medcodec's, filled below
     ]
     header = (f"{'setting':<20} {'codec':<8} {'bytes':>8} {'bpp':>7} {'ratio16':>8} "
               f"{'psnr dB':>8} {'max err':>8} {'enc ms':>7} {'dec ms':>7}")
     print(header)
     print("-" * len(header))
+    lossy_bpp = None
     for label, codec, kwargs in settings:
+        if label == "lossy, same bpp":
+            kwargs = {**kwargs, "bpp": lossy_bpp}
         row, data, back = _measure(image, codec=codec, **kwargs)
-        name = f"{label.replace(' ', '_').replace('=', '')}_{codec}.mdcx"
+        if codec == "medcodec" and kwargs.get("mode") == "lossy":
+            lossy_bpp = row["bpp"]
+        name = f"{label.split(',')[0].replace(' ', '_').replace('=', '')}_{codec}.mdcx"
         atomic_write_bytes(out_dir / name, data, force=True)
         write(back, out_dir / name.replace(".mdcx", ".dcm"), force=True)
         psnr = "inf" if np.isinf(row["psnr"]) else f"{row['psnr']:.2f}"
