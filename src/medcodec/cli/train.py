@@ -72,9 +72,8 @@ def run(args: argparse.Namespace) -> int:
     except ImportError:
         raise InputError("training needs torch: pip install -c constraints.txt "
                          "'medcodec[train]'") from None
-    from safetensors.numpy import save_file
 
-    from medcodec._fs import atomic_path, check_writable
+    from medcodec._fs import check_writable
     from medcodec.train.data import read_series, split_series
     from medcodec.train.pen import PenSettings, evaluate, train, training_items
 
@@ -106,9 +105,20 @@ def run(args: argparse.Namespace) -> int:
                   (lambda m: print(m, file=sys.stderr)))
     val_slices = training_items(val, args.inter)
     figures = evaluate(model, val_slices) if val_slices else {}
+    name = "pixel-estimation network" + (" (previous slice)" if args.inter else "")
+    return _save(args, out, model, name, settings, train_series, val, figures,
+                 window=args.window)
+
+
+def _save(args: argparse.Namespace, out: Path, model, name: str, settings, train_series, val,
+          figures: dict, **extra: str) -> int:
+    """Write the weights with what made them (command, commit, data, figures) as metadata."""
+    from safetensors.numpy import save_file
+
+    from medcodec._fs import atomic_path
+
     metadata = {
-        "model": "pixel-estimation network" + (" (previous slice)" if args.inter else ""),
-        "window": args.window,
+        "model": name, **extra,
         "command": "medcodec " + shlex.join(sys.argv[1:]) if sys.argv else "",
         "commit": args.commit, "settings": json.dumps(settings.__dict__),
         "train_series": json.dumps(sorted(s.key for s in train_series)),
@@ -123,9 +133,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_wavelet(args: argparse.Namespace, out: Path, train_series, val, quiet: bool) -> int:
-    from safetensors.numpy import save_file
-
-    from medcodec._fs import atomic_path
     from medcodec.train.wavelet import WaveletSettings, evaluate, train
 
     try:
@@ -143,16 +150,5 @@ def _run_wavelet(args: argparse.Namespace, out: Path, train_series, val, quiet: 
                   log=(lambda m: None) if quiet else (lambda m: print(m, file=sys.stderr)))
     val_slices = [s for v in val for s in v.slices]
     figures = evaluate(model, val_slices[:: max(1, len(val_slices) // 8)]) if val_slices else {}
-    metadata = {
-        "model": "wavelet latent + cross-attention + hyperprior (lossy)",
-        "command": "medcodec " + shlex.join(sys.argv[1:]) if sys.argv else "",
-        "commit": args.commit, "settings": json.dumps(settings.__dict__),
-        "train_series": json.dumps(sorted(s.key for s in train_series)),
-        "val_series": json.dumps(sorted(s.key for s in val)),
-        "validation": json.dumps(figures),
-    }
-    with atomic_path(out, force=args.force) as tmp:
-        save_file(model.as_arrays(), str(tmp), metadata=metadata)
-    print(json.dumps({"out": str(out), "train_series": len(train_series),
-                      "val_series": len(val), "validation": figures}, indent=1))
-    return 0
+    return _save(args, out, model, "wavelet latent + cross-attention + hyperprior (lossy)",
+                 settings, train_series, val, figures)
