@@ -57,10 +57,6 @@ def load_model(kind: str, name: str) -> tuple[Any, bytes]:
     return model, bytes.fromhex(digest)[:_ID_BYTES]
 
 
-def pixel_estimator(name: str) -> tuple[Any, bytes]:
-    return load_model("pen", name)
-
-
 class LearnedCodec(Codec):
     name = "medcodec"
     description = ("medcodec's learned codec: pixel-estimation network (lossless, "
@@ -89,19 +85,21 @@ class LearnedCodec(Codec):
     def version(cls) -> str:
         parts = []
         for kind, variable, default in (("pen", "MEDCODEC_PEN_WEIGHTS", DEFAULT_PEN_WEIGHTS),
+                                        ("pen-inter", "MEDCODEC_INTER_WEIGHTS",
+                                         DEFAULT_INTER_WEIGHTS),
                                         ("wavelet", "MEDCODEC_LOSSY_WEIGHTS",
                                          DEFAULT_LOSSY_WEIGHTS)):
-            try:
-                parts.append(f"{kind} {load_model(kind, _env_or(variable, default))[1].hex()}")
+            try:  # the stream id (hash prefix), without parsing the weights
+                digest = weights.sha256(_env_or(variable, default))[: 2 * _ID_BYTES]
+                parts.append(f"{kind} {digest}")
             except CodecUnavailableError:
                 parts.append(f"{kind} missing")
         return "models: " + ", ".join(parts)
 
     def check(self, bits: int, spec: CodingSpec) -> None:
         super().check(bits, spec)
-        if spec.mode is Mode.LOSSY and not weights.weight_path(
-                _env_or("MEDCODEC_LOSSY_WEIGHTS", DEFAULT_LOSSY_WEIGHTS)).is_file() and \
-                "MEDCODEC_LOSSY_WEIGHTS" not in os.environ:
+        if (spec.mode is Mode.LOSSY and "MEDCODEC_LOSSY_WEIGHTS" not in os.environ
+                and not weights.weight_path(DEFAULT_LOSSY_WEIGHTS).is_file()):
             raise CodecUnavailableError("the learned lossy model is not installed")
 
     def encode(self, array: np.ndarray, bits: int, spec: CodingSpec,

@@ -275,9 +275,6 @@ class WaveletModel:
         self._coder = GroupedCoder(self.tables)
 
     # -- pieces shared by encoder and decoder ------------------------------------------
-    def _contexts(self, step: float, levels: int):
-        return band_steps(step, self.band_weights, levels)
-
     def _band_coder(self, ctx: BandContext, shape: tuple[int, int]):
         """Per band: static features and attention once; a function of the pass after."""
         static = band_static(ctx, shape, self.thresholds)
@@ -308,7 +305,7 @@ class WaveletModel:
         levels = min(levels_for(image.shape), self.max_levels)
         mid = float(1 << (bits - 1))
         bands = wavelet_forward(np.asarray(image, np.float64) - mid, levels)
-        steps = self._contexts(step, levels)
+        steps = band_steps(step, self.band_weights, levels)
         q_ll = quantise(bands.ll, steps[0])
         segments: list[bytes] = []
         ll_res = _dpcm_residuals(q_ll)
@@ -373,7 +370,7 @@ class WaveletModel:
             segs.append(data[pos:pos + n])
             pos += n
         seg = iter(segs)
-        steps = self._contexts(step, levels)
+        steps = band_steps(step, self.band_weights, levels)
         ll_shape = tuple(-(-s // (1 << levels)) for s in shape)
         ll_res = self._coder.decode(next(seg), np.full(ll_shape, ll_table))
         q_ll = _dpcm_reconstruct(ll_res)
@@ -415,7 +412,7 @@ class WaveletModel:
                    shape: tuple[int, int], bits: int, use_filter: bool | None = None
                    ) -> np.ndarray:
         """Pixels from decoded coefficients; the 3x3 filter runs when the stream says so."""
-        steps = self._contexts(step, levels)
+        steps = band_steps(step, self.band_weights, levels)
         ll = dequantise(q_all[0], steps[0], np.zeros(3))
         details = []
         for depth in range(levels):

@@ -20,6 +20,7 @@ import numpy as np
 
 from medcodec.models import pixel_estimation as pe
 from medcodec.models.context import default_thresholds
+from medcodec.train import cosine_lr
 from medcodec.train.data import Series
 
 
@@ -197,7 +198,7 @@ def train(train_series: Sequence[Series], val_series: Sequence[Series], settings
             running = []
             while done[phase] < settings.steps:
                 step = done[phase]
-                lr = settings.lr * 0.5 * (1 + math.cos(math.pi * step / settings.steps)) + 1e-5
+                lr = cosine_lr(settings.lr, step, settings.steps)
                 for group in opt.param_groups:
                     group["lr"] = lr
                 idx = torch.randint(0, len(target), (settings.batch,), generator=gen)

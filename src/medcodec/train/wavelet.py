@@ -21,6 +21,7 @@ import numpy as np
 from medcodec.models import wavelet_latent as wl
 from medcodec.models.context import default_thresholds
 from medcodec.models.intnet import IntMLP
+from medcodec.train import cosine_lr
 from medcodec.train.data import Series
 
 
@@ -135,11 +136,9 @@ def initial_model(nets=None, use_attention: bool = True) -> wl.WaveletModel:
 
 
 def extract(slices: Sequence[np.ndarray], settings: WaveletSettings, rng: np.random.Generator,
-            model: wl.WaveletModel) -> dict[int, list[np.ndarray]]:
-    """Per orientation: features, keys and targets q, at random steps, as the decoder sees them.
-
-    Also collects, per orientation, |c| / step of every non-zero bin for the centroids.
-    """
+            model: wl.WaveletModel) -> tuple[dict[int, list[np.ndarray]], np.ndarray]:
+    """Per orientation: features, queries, key sources and targets q, at random steps, as the
+    decoder sees them; and the bins' centroid offsets (3 orientations x |q| = 1, 2, >= 3)."""
     out: dict[int, list[list[np.ndarray]]] = {o: [[], [], [], []] for o in range(3)}
     centroid: dict[int, list[list[float]]] = {o: [[0.0, 0.0] for _ in range(3)] for o in range(3)}
     for image in slices:
@@ -196,8 +195,7 @@ def extract(slices: Sequence[np.ndarray], settings: WaveletSettings, rng: np.ran
     result = {o: [np.concatenate(part).astype(np.float32) for part in v]
               for o, v in out.items()}
     offsets = np.array([[round(256 * s / max(n, 1)) for s, n in centroid[o]] for o in range(3)])
-    result["offsets"] = [offsets]  # type: ignore[index]
-    return result  # type: ignore[return-value]
+    return result, offsets
 
 
 def fit_filter(model: wl.WaveletModel, slices: Sequence[np.ndarray], rng: np.random.Generator,
@@ -245,9 +243,8 @@ def train(train_series: Sequence[Series], val_series: Sequence[Series],
     log(f"training on {len(train_slices)} slices of {len(train_series)} series; "
         f"validating on {len(val_slices)} slices of {len(val_series)} series")
     base = initial_model()
-    samples = extract(train_slices, settings, rng, base)
-    val_samples = extract(val_slices[:8], settings, rng, base) if val_slices else None
-    offsets = samples["offsets"][0]
+    samples, offsets = extract(train_slices, settings, rng, base)
+    val_samples = extract(val_slices[:8], settings, rng, base)[0] if val_slices else None
     nets = []
     log_file = open(log_path, "a", encoding="utf-8") if log_path else None  # noqa: SIM115
     if log_file and log_file.tell() == 0:
@@ -266,7 +263,7 @@ def train(train_series: Sequence[Series], val_series: Sequence[Series],
                        unit="step")
             running = []
             for step in range(settings.steps):
-                lr = settings.lr * 0.5 * (1 + math.cos(math.pi * step / settings.steps)) + 1e-5
+                lr = cosine_lr(settings.lr, step, settings.steps)
                 for group in opt.param_groups:
                     group["lr"] = lr
                 idx = torch.randint(0, len(target), (settings.batch,), generator=gen)

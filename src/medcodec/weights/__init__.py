@@ -24,15 +24,26 @@ def load(name: str) -> tuple[dict[str, np.ndarray], str]:
     """
     from safetensors.numpy import load_file
 
-    path = Path(name) if ("/" in name or "\\" in name) else weight_path(name)
-    if not path.is_file():
-        raise CodecUnavailableError(f"model weights {name!r} not found")
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    path = _path(name)
+    digest = sha256(name)
     try:
         arrays = load_file(str(path))
     except Exception as exc:  # safetensors raises its own error types
         raise CodecUnavailableError(f"model weights {path} are unreadable: {exc}") from None
     return arrays, digest
+
+
+def _path(name: str) -> Path:
+    path = Path(name) if ("/" in name or "\\" in name) else weight_path(name)
+    if not path.is_file():
+        raise CodecUnavailableError(f"model weights {name!r} not found")
+    return path
+
+
+@functools.lru_cache(maxsize=32)
+def sha256(name: str) -> str:
+    """SHA-256 of a weights file (hex): the identity streams refer to."""
+    return hashlib.sha256(_path(name).read_bytes()).hexdigest()
 
 
 def shipped(pattern: str = "*.safetensors") -> list[str]:
@@ -49,9 +60,9 @@ def find_by_id(model_id: bytes, pattern: str, extra: tuple[str, ...] = ()) -> st
     """
     for name in (*extra, *shipped(pattern)):
         try:
-            _, digest = load(name)
+            digest = sha256(name)
         except CodecUnavailableError:
             continue
-        if bytes.fromhex(digest).startswith(model_id):
+        if bytes.fromhex(digest).startswith(model_id):  # only this one gets loaded
             return name
     return None
