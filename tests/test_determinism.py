@@ -56,7 +56,7 @@ def test_other_process_decodes_identically(case: str, threads: str, tmp_path: Pa
     path = tmp_path / "s.mdcx"
     path.write_bytes(data)
     env = dict(os.environ, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads,
-               OPENBLAS_NUM_THREADS=threads, MEDCODEC_TORCH_THREADS=threads)
+               OPENBLAS_NUM_THREADS=threads, MEDCODEC_THREADS=threads)
     result = subprocess.run([sys.executable, "-c", _DECODE, str(path)], capture_output=True,
                             text=True, env=env, timeout=120, check=True)
     assert result.stdout.strip() == _sha(medcodec.decompress(data).pixels)

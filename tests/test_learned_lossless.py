@@ -153,3 +153,21 @@ def test_max_error_in_hounsfield_units(tmp_path) -> None:
     assert 0 < error <= 4  # 2 HU at 0.5 HU per stored unit
     assert main(["compress", str(source), "-o", str(tmp_path / "x.mdcx"), "--codec",
                  "medcodec", "--mode", "near-lossless", "--max-error-hu", "0.2", "-q"]) == 2
+
+
+@pytest.mark.parametrize("mode", ["lossless", "near-lossless"])
+def test_thread_count_changes_nothing(mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Passes are split into row blocks run on a thread pool: 1 or 3 threads must give the
+    same stream and the same pixels (an image large enough for several blocks per pass)."""
+    image = smooth_image((601, 540), 12, seed=4)
+    spec = LOSSLESS if mode == "lossless" else CodingSpec(Mode.NEAR_LOSSLESS, 2)
+    codec = get("medcodec")
+    streams, decoded = [], []
+    for threads in ("1", "3"):
+        monkeypatch.setenv("MEDCODEC_THREADS", threads)
+        streams.append(codec.encode(image, 12, spec))
+        decoded.append(codec.decode(streams[-1], image.shape, 12))
+    assert streams[0] == streams[1]
+    assert np.array_equal(decoded[0], decoded[1])
+    bound = 0 if mode == "lossless" else 2
+    assert np.abs(decoded[0].astype(int) - image.astype(int)).max() <= bound

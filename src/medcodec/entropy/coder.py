@@ -11,12 +11,30 @@ value itself as two 16-bit halves; with tables reaching 14 scales into the tail 
 
 from __future__ import annotations
 
+import itertools
+from typing import NamedTuple
+
 import numpy as np
 
 from medcodec.entropy.tables import LaplaceTables
 from medcodec.errors import CorruptStreamError
 
 _HALF = 1 << 16
+
+
+class _Groups(NamedTuple):
+    order: np.ndarray  # positions sorted by table index, stable (original order within)
+    runs: list[tuple[int, int, int]]  # (index, start, stop) in ``order``, ascending index
+
+
+def _groups(indices: np.ndarray) -> _Groups:
+    """Symbols grouped by table index with one stable sort (not one scan per index)."""
+    order = np.argsort(indices, kind="stable")
+    values = indices[order]
+    starts = np.flatnonzero(np.diff(values)) + 1 if values.size else np.zeros(0, np.int64)
+    bounds = np.concatenate([[0], starts, [values.size]]).astype(np.int64)
+    runs = [(int(values[a]), int(a), int(b)) for a, b in itertools.pairwise(bounds) if b > a]
+    return _Groups(order, runs)
 
 
 class GroupedCoder:
@@ -51,9 +69,10 @@ class GroupedCoder:
             payload = (values + (1 << 31)).astype(np.uint64)
             halves = np.stack([payload >> 16, payload & 0xFFFF], axis=1).ravel()
             coder.encode_reverse(halves.astype(np.int32), self._model.Uniform(_HALF))
-        for index in np.unique(indices)[::-1]:
-            members = codes[indices == index]
-            coder.encode_reverse(members.astype(np.int32), self._categorical(int(index)))
+        groups = _groups(indices)
+        ordered = codes[groups.order].astype(np.int32)
+        for index, start, stop in reversed(groups.runs):
+            coder.encode_reverse(ordered[start:stop], self._categorical(index))
         return coder.get_compressed().astype("<u4").tobytes()
 
     def decode(self, data: bytes, indices: np.ndarray) -> np.ndarray:
@@ -68,9 +87,11 @@ class GroupedCoder:
         try:
             coder = self._stack.AnsCoder(words)
             codes = np.empty(indices.size, dtype=np.int64)
-            for index in np.unique(indices):
-                where = np.flatnonzero(indices == index)
-                codes[where] = coder.decode(self._categorical(int(index)), where.size)
+            groups = _groups(indices)
+            ordered = np.empty(indices.size, dtype=np.int64)
+            for index, start, stop in groups.runs:
+                ordered[start:stop] = coder.decode(self._categorical(index), stop - start)
+            codes[groups.order] = ordered
             radius = self.tables.radius[indices].astype(np.int64)
             escaped = codes == 2 * radius + 1
             symbols = codes - radius

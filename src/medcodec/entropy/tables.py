@@ -7,6 +7,7 @@ in safetensors): the decoder never recomputes them from floats. This is Compress
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -72,8 +73,12 @@ class LaplaceTables:
         radius = self.radius[indices].astype(np.int64)
         escaped = np.abs(symbols) > radius
         codes = np.where(escaped, 2 * radius + 1, symbols + radius)
-        freqs = self.freqs[self.offsets[indices] + codes]
-        return np.log2(TOTAL / freqs) + 32.0 * escaped
+        return self._bits[self.offsets[indices] + codes] + 32.0 * escaped
+
+    @functools.cached_property
+    def _bits(self) -> np.ndarray:
+        """Code length of every entry of ``freqs`` (computed once)."""
+        return np.log2(TOTAL / self.freqs.astype(np.float64))
 
     def as_arrays(self, prefix: str = "entropy.") -> dict[str, np.ndarray]:
         """Arrays for a safetensors file."""
