@@ -25,6 +25,7 @@ Following Dai (Sci Rep 2025), in the form that trains on a CPU and decodes bit-e
 
 from __future__ import annotations
 
+import functools
 import math
 import struct
 import zlib
@@ -36,7 +37,8 @@ from medcodec.entropy.coder import GroupedCoder
 from medcodec.entropy.tables import LaplaceTables
 from medcodec.errors import CorruptStreamError
 from medcodec.models.context import box_sum, log_code, reflect
-from medcodec.models.intnet import ACT_LIMIT, IntMLP
+from medcodec.models.intnet import ACT_LIMIT, IntLayer, IntMLP
+from medcodec.models.threads import parallel_map
 from medcodec.transforms.wavelet import Subbands, wavelet_forward, wavelet_inverse
 
 LEVELS = 5
@@ -204,6 +206,20 @@ def neighbourhood(grid: np.ndarray) -> np.ndarray:
     return out
 
 
+#: (row, column) offsets of the 3x3 neighbourhood, in the order of the position codes.
+_NEIGHBOURS = tuple((a, b) for a in (-1, 0, 1) for b in (-1, 0, 1))
+#: Coefficients per block of the entropy-parameter network.
+_INDEX_BLOCK = 16384
+
+
+def _mirror(grid: np.ndarray) -> np.ndarray:
+    """``grid`` (..., rows, cols) with one mirrored cell on each side of the last two axes
+    (like :func:`reflect`: the edge is not repeated; a single row or column repeats)."""
+    rows = reflect(np.arange(-1, grid.shape[-2] + 1), grid.shape[-2])
+    cols = reflect(np.arange(-1, grid.shape[-1] + 1), grid.shape[-1])
+    return grid[..., rows, :][..., cols]
+
+
 def upsample(grid: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Cell (i // r, j // r) for every band position (r = 1 or 2)."""
     ratio = 1 if grid.shape[:2] == tuple(shape) else 2
@@ -227,29 +243,68 @@ class BandNet:
     softmax_table: np.ndarray  # float64 integers: round(2**15 * exp(-k / SOFTMAX_STEPS))
 
     def attention(self, query: np.ndarray, sources: np.ndarray) -> np.ndarray:
-        """(parent rows, parent cols, HEADS * VALUE_DIM) attention output, exact integers."""
+        """(parent rows, parent cols, HEADS * VALUE_DIM) attention output, exact integers.
+
+        Every parent cell's query attends to the keys of the 3x3 cells around it (plus a
+        learned code per position) and mixes their values. Computed channel-first, one
+        whole-grid plane per (head, channel) and shifted views of the neighbours: a few
+        hundred vectorised operations per band whatever its size. Every quantity is an exact
+        integer, so the order of the sums cannot change it.
+        """
         ph, pw = sources.shape[:2]
         n = ph * pw
-        q = self.query(query).reshape(n, 1, HEADS, KEY_DIM)
         flat = sources.reshape(n, 3)
-        keys = neighbourhood(self.key(flat).reshape(ph, pw, -1)).reshape(n, POSITIONS, -1)
-        values = neighbourhood(self.value(flat).reshape(ph, pw, -1)).reshape(n, POSITIONS, -1)
-        k = (keys + self.key_position).reshape(n, POSITIONS, HEADS, KEY_DIM)
-        v = (values + self.value_position).reshape(n, POSITIONS, HEADS, VALUE_DIM)
-        # q, k carry 8 fractional bits each: scores carry 16; / sqrt(KEY_DIM) = / 2
-        scores = (q * k).sum(axis=3)  # exact: integers below 2**53
-        logits = np.floor(scores * (2.0 ** -(16 + 1) * SOFTMAX_STEPS))
-        gap = np.clip(logits.max(axis=1, keepdims=True) - logits, 0, SOFTMAX_TABLE - 1)
-        weight = self.softmax_table[gap.astype(np.int64)]  # (n, POSITIONS, HEADS)
-        total = weight.sum(axis=1)  # >= 2**15: the best position has gap 0
-        mixed = (weight[..., None] * v).sum(axis=1)
-        out = np.floor(mixed / total[..., None])
-        return np.clip(out, -ACT_LIMIT, ACT_LIMIT).reshape(ph, pw, HEADS * VALUE_DIM)
+        q = self.query(query).T
+        keys = _mirror(self.key(flat).T.reshape(HEADS, KEY_DIM, ph, pw))
+        values = _mirror(self.value(flat).T.reshape(HEADS, VALUE_DIM, ph, pw))
+        key_pos = self.key_position.reshape(POSITIONS, HEADS, KEY_DIM)
+        value_pos = self.value_position.reshape(POSITIONS, HEADS, VALUE_DIM)
+        q = q.reshape(HEADS, KEY_DIM, n)
+        out = np.empty((HEADS, VALUE_DIM, ph, pw))
+
+        def head(h: int) -> None:  # the heads are independent: one per thread
+            # q, k carry 8 fractional bits each: scores carry 16; / sqrt(KEY_DIM) = / 2
+            scores = (key_pos[:, h] @ q[h]).reshape(POSITIONS, ph, pw)  # position codes
+            qh = q[h].reshape(KEY_DIM, ph, pw)
+            for p, (dr, dc) in enumerate(_NEIGHBOURS):
+                shifted = keys[h, :, 1 + dr : 1 + dr + ph, 1 + dc : 1 + dc + pw]
+                for d in range(KEY_DIM):
+                    scores[p] += qh[d] * shifted[d]
+            logits = np.floor(scores * (2.0 ** -(16 + 1) * SOFTMAX_STEPS))
+            gap = np.clip(logits.max(axis=0) - logits, 0, SOFTMAX_TABLE - 1)
+            weight = self.softmax_table[gap.astype(np.intp)]  # (POSITIONS, rows, cols)
+            total = weight.sum(axis=0)  # >= 2**15: the best position has gap 0
+            mixed = (value_pos[:, h].T @ weight.reshape(POSITIONS, n)).reshape(
+                VALUE_DIM, ph, pw)
+            for p, (dr, dc) in enumerate(_NEIGHBOURS):
+                shifted = values[h, :, 1 + dr : 1 + dr + ph, 1 + dc : 1 + dc + pw]
+                for d in range(VALUE_DIM):
+                    mixed[d] += weight[p] * shifted[d]
+            out[h] = np.floor(mixed / total)
+
+        parallel_map(head, range(HEADS))
+        out = np.clip(out, -ACT_LIMIT, ACT_LIMIT)
+        return np.ascontiguousarray(out.transpose(2, 3, 0, 1)).reshape(ph, pw, HEADS * VALUE_DIM)
 
     def scale_index(self, feats: np.ndarray, attended: np.ndarray) -> np.ndarray:
+        """Table index from the pass features (FEATURES columns) and the attention output."""
         out = self.mlp(np.concatenate([feats.astype(np.float64), attended], axis=1))
-        return np.clip(np.floor((out[:, 0] + 128.0) / 256.0), 0, SCALE_COUNT - 1
-                       ).astype(np.int64)
+        return _table_index(out)
+
+    @functools.cached_property
+    def mlp_static_first(self) -> IntMLP:
+        """The same MLP reading its inputs as [static, attention, pass extras]: the codec's
+        hot path gathers static and attention columns in one go. Permuting the first
+        layer's rows changes no sum (every sum is exact)."""
+        first = self.mlp.layers[0]
+        order = np.r_[0:STATIC, FEATURES:first.weight.shape[0], STATIC:FEATURES]
+        layer = IntLayer(np.ascontiguousarray(first.weight[order]), first.bias, first.shift,
+                         first.relu)
+        return IntMLP([layer, *self.mlp.layers[1:]])
+
+
+def _table_index(out: np.ndarray) -> np.ndarray:
+    return np.clip(np.floor((out[:, 0] + 128.0) / 256.0), 0, SCALE_COUNT - 1).astype(np.int64)
 
 
 def softmax_table() -> np.ndarray:
@@ -279,15 +334,34 @@ class WaveletModel:
         """Per band: static features and attention once; a function of the pass after."""
         static = band_static(ctx, shape, self.thresholds)
         net = self.nets[ctx.orient]
+        mlp = net.mlp_static_first
+        base = np.empty((*shape, STATIC + HEADS * VALUE_DIM))  # [static, attention]
+        base[..., :STATIC] = static
         if self.use_attention:
-            attended = upsample(net.attention(*attention_inputs(ctx, static, self.thresholds)),
-                                shape)
+            base[..., STATIC:] = upsample(
+                net.attention(*attention_inputs(ctx, static, self.thresholds)), shape)
         else:
-            attended = np.zeros((*shape, HEADS * VALUE_DIM))
+            base[..., STATIC:] = 0.0
+        base = base.reshape(-1, base.shape[-1])
 
         def index(q: np.ndarray, known: np.ndarray, positions: np.ndarray) -> np.ndarray:
-            feats = pass_features(static, q, known, positions, self.thresholds)
-            return net.scale_index(feats, attended[positions])
+            """Same as ``net.scale_index(pass_features(...), attended[positions])``, in row
+            blocks on the thread pool."""
+            where = np.flatnonzero(positions)
+            total, peak = _neighbour_stats(q, known)
+            total, peak = total.ravel(), peak.ravel()
+            started = float(known.any())
+
+            def run(block: np.ndarray) -> np.ndarray:
+                feats = np.empty((block.size, base.shape[1] + 3))
+                np.take(base, block, axis=0, out=feats[:, :-3])
+                feats[:, -3] = started
+                feats[:, -2] = _log4(total[block], self.thresholds)
+                feats[:, -1] = _log4(peak[block], self.thresholds)
+                return _table_index(mlp(feats))
+
+            blocks = [where[i : i + _INDEX_BLOCK] for i in range(0, where.size, _INDEX_BLOCK)]
+            return np.concatenate(parallel_map(run, blocks)) if blocks else where
 
         return index
 
