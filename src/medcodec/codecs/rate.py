@@ -29,13 +29,15 @@ def rate_search(
     max_iter: int = 24,
     log_scale: bool | None = None,
 ) -> RateSearchResult:
-    """Bisect a codec's quality knob until ``encode_fn(setting)`` (the bpp) meets a target.
+    """Search a codec's quality knob until ``encode_fn(setting)`` (the bpp) meets a target.
 
     Assumes bpp is monotone in the knob (``knob.rate_increases`` gives the direction); a codec
     that is only roughly monotone still ends on the closest setting seen. Integer knobs are
-    searched over integers, so the bisection also stops when two neighbouring settings bracket
-    the target. ``log_scale`` (default: when ``knob.low > 0`` and ``high / low >= 100``, e.g.
-    quantisation steps or distances) bisects the logarithm of the setting. When the target
+    searched over integers, so the search also stops when two neighbouring settings bracket
+    the target. The search is a safeguarded regula falsi (Illinois) on log bpp against the
+    setting, or its logarithm with ``log_scale`` (default: when ``knob.low > 0`` and
+    ``high / low >= 100``, e.g. quantisation steps or distances): about half the encodes of a
+    bisection for the same tolerance. When the target
     lies outside what the knob can reach, the nearer end is returned. Returns
     ``(setting, bpp)`` of the evaluation closest to the target (``int`` setting for integer
     knobs); the caller can compare ``bpp`` with the target to see whether it was reached.
@@ -49,11 +51,13 @@ def rate_search(
 
     seen: dict[float, float] = {}
 
+    def _key(value: float) -> float:
+        return float(round(value)) if knob.integer else value
+
     def evaluate(value: float) -> float:
-        if knob.integer:
-            value = float(round(value))
+        value = _key(value)
         if value not in seen:
-            seen[value] = float(encode_fn(int(value) if knob.integer else value))
+            seen[value] = max(float(encode_fn(int(value) if knob.integer else value)), 1e-12)
         return seen[value]
 
     def best() -> tuple[float, float]:
@@ -71,19 +75,42 @@ def rate_search(
     cheap, rich = (knob.low, knob.high) if knob.rate_increases else (knob.high, knob.low)
     if evaluate(cheap) >= target_bpp or evaluate(rich) <= target_bpp:
         return result()
+
+    def axis(value: float) -> float:
+        return math.log(value) if log_scale else value
+
+    def from_axis(x: float) -> float:
+        return math.exp(x) if log_scale else x
+
+    goal = math.log(target_bpp)
+    # log bpp of each bracket end, minus the goal (Illinois: halved when an end is kept twice)
+    f_cheap, f_rich = math.log(seen[_key(cheap)]) - goal, math.log(seen[_key(rich)]) - goal
+    kept = 0  # +1: the cheap end was kept last time, -1: the rich end
     for _ in range(max_iter):
         if done(best()[1]):
             break
-        if log_scale:
-            mid = math.exp((math.log(cheap) + math.log(rich)) / 2.0)
-        else:
-            mid = (cheap + rich) / 2.0
+        a, b = axis(cheap), axis(rich)
+        # regula falsi on (knob axis, log bpp), which is close to a straight line for every
+        # codec here; kept inside the middle 90% of the bracket, so it never stalls
+        x = a + (b - a) * (-f_cheap) / (f_rich - f_cheap) if f_rich != f_cheap else (a + b) / 2
+        lo, hi = min(a, b), max(a, b)
+        x = min(max(x, lo + 0.05 * (hi - lo)), hi - 0.05 * (hi - lo))
+        mid = from_axis(x)
         if knob.integer:
             mid = float(round(mid))
             if mid in (round(cheap), round(rich)):
-                break  # neighbouring integers bracket the target
-        if evaluate(mid) < target_bpp:
-            cheap = mid
+                mid = float(round(from_axis((a + b) / 2)))
+                if mid in (round(cheap), round(rich)):
+                    break  # neighbouring integers bracket the target
+        f_mid = math.log(evaluate(mid)) - goal
+        if f_mid < 0:
+            cheap, f_cheap = mid, f_mid
+            if kept == 1:
+                f_rich /= 2
+            kept = 1
         else:
-            rich = mid
+            rich, f_rich = mid, f_mid
+            if kept == -1:
+                f_cheap /= 2
+            kept = -1
     return result()
