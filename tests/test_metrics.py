@@ -253,4 +253,5 @@ def test_rate_search_needs_few_encodes_on_a_power_law() -> None:
     knob = Knob("step", 0.5, 2048.0, rate_increases=False)
     setting, achieved = rate_search(enc, knob, 1.0)
     assert achieved == pytest.approx(1.0, rel=0.02)
+    assert setting == pytest.approx(40.0 ** (1 / 0.9), rel=0.03)
     assert len(enc.calls) <= 5
