@@ -97,3 +97,23 @@ def test_attention_and_filter_stages_can_be_switched_off() -> None:
     unfiltered = model.decode(plain_stream, image.shape, 12)
     assert filtered.shape == unfiltered.shape == image.shape
     assert not np.array_equal(filtered, unfiltered)
+
+
+def test_hot_path_network_input_order_matches_training() -> None:
+    """The codec feeds the entropy MLP [static, attention, pass features] (one gather) through
+    a row-permuted first layer; training's order is [static, pass features, attention].
+    Both must give the same integers."""
+    from medcodec.codecs.learned import DEFAULT_LOSSY_WEIGHTS, load_model
+    from medcodec.models import wavelet_latent as wl
+
+    model, _ = load_model("wavelet", DEFAULT_LOSSY_WEIGHTS)
+    rng = np.random.default_rng(3)
+    n = 5000
+    static = rng.integers(0, 40, (n, wl.STATIC)).astype(np.float64)
+    extra = rng.integers(0, 30, (n, wl.FEATURES - wl.STATIC)).astype(np.float64)
+    attended = rng.integers(-4000, 4000, (n, wl.HEADS * wl.VALUE_DIM)).astype(np.float64)
+    for net in model.nets:
+        training_order = net.mlp(np.concatenate([static, extra, attended], axis=1))
+        codec_order = net.mlp_static_first(np.concatenate([static, attended, extra], axis=1))
+        assert np.array_equal(training_order, codec_order)
+        assert np.ptp(training_order) > 0  # the inputs do reach the output

@@ -108,19 +108,6 @@ def gather_padded(pad_grid: np.ndarray, pad: int, start: tuple[int, int],
     return out
 
 
-def gather(grid: np.ndarray, start: tuple[int, int], count: tuple[int, int], step: int,
-           offsets: tuple[tuple[int, int], ...]) -> np.ndarray:
-    """:func:`gather_padded` on ``grid`` itself, mirrored at the edges."""
-    pad = window_pad(offsets)
-    return gather_padded(padded(grid, pad), pad, start, count, step, offsets)
-
-
-def window_values(grid: np.ndarray, phase: str, window: str) -> np.ndarray:
-    """(pixels of the phase, window size) int64: the window of every pixel of ``phase``."""
-    rows, cols = phase_coords(grid.shape, phase)
-    return gather(grid, PARITY[phase], (rows.size, cols.size), 2, WINDOWS[window][phase])
-
-
 def _coarse_activity_map(coarse: np.ndarray) -> np.ndarray:
     """Sum of absolute differences to the 4 neighbours on the coarse grid (a noise/edge map)."""
     act = np.zeros_like(coarse)

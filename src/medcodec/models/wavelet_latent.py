@@ -298,11 +298,6 @@ class BandNet:
         out = np.clip(out, -ACT_LIMIT, ACT_LIMIT)
         return np.ascontiguousarray(out.transpose(2, 3, 0, 1)).reshape(ph, pw, HEADS * VALUE_DIM)
 
-    def scale_index(self, feats: np.ndarray, attended: np.ndarray) -> np.ndarray:
-        """Table index from the pass features (FEATURES columns) and the attention output."""
-        out = self.mlp(np.concatenate([feats.astype(np.float64), attended], axis=1))
-        return _table_index(out)
-
     @functools.cached_property
     def mlp_static_first(self) -> IntMLP:
         """The same MLP reading its inputs as [static, attention, pass extras]: the codec's
@@ -362,8 +357,9 @@ class WaveletModel:
         base = base.reshape(-1, base.shape[-1])
 
         def index(q: np.ndarray, known: np.ndarray, positions: np.ndarray) -> np.ndarray:
-            """Same as ``net.scale_index(pass_features(...), attended[positions])``, in row
-            blocks on the thread pool."""
+            """Table index of every coefficient at ``positions``: the MLP on the band's
+            static features, the attention output and the pass features of
+            :func:`pass_features` (the inputs training sees), in row blocks on the pool."""
             where = np.flatnonzero(positions)
             total, peak = _neighbour_stats(q, known)
             total, peak = total.ravel(), peak.ravel()
