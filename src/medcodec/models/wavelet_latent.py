@@ -220,6 +220,9 @@ def neighbourhood(grid: np.ndarray) -> np.ndarray:
 
 #: (row, column) offsets of the 3x3 neighbourhood, in the order of the position codes.
 _NEIGHBOURS = tuple((a, b) for a in (-1, 0, 1) for b in (-1, 0, 1))
+#: Parent grids of at least this many cells run their attention heads in parallel (measured:
+#: 128x128 cells gain, 64x64 lose to the threads' overhead).
+_PARALLEL_CELLS = 16384
 #: Coefficients per block of the entropy-parameter network.
 _INDEX_BLOCK = 16384
 
@@ -232,12 +235,15 @@ def _mirror(grid: np.ndarray) -> np.ndarray:
     return grid[..., rows, :][..., cols]
 
 
-def upsample(grid: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Cell (i // r, j // r) for every band position (r = 1 or 2)."""
-    ratio = 1 if grid.shape[:2] == tuple(shape) else 2
-    r = np.minimum(np.arange(shape[0]) // ratio, grid.shape[0] - 1)
-    c = np.minimum(np.arange(shape[1]) // ratio, grid.shape[1] - 1)
-    return grid[np.ix_(r, c)]
+def _parent_cells(grid: tuple[int, int], shape: tuple[int, int]) -> np.ndarray:
+    """Flat index into a (rows, cols) grid of the cell (i // r, j // r) of every position of
+    a band of ``shape`` (r = 1 when the shapes match, else 2; a 1x1 grid serves all)."""
+    if grid == (1, 1):
+        return np.zeros(shape[0] * shape[1], np.intp)
+    ratio = 1 if tuple(grid) == tuple(shape) else 2
+    r = np.minimum(np.arange(shape[0]) // ratio, grid[0] - 1)
+    c = np.minimum(np.arange(shape[1]) // ratio, grid[1] - 1)
+    return (r[:, None] * grid[1] + c[None, :]).ravel()
 
 
 # --- the integer entropy-parameter network ----------------------------------------------
@@ -260,8 +266,9 @@ class BandNet:
         Every parent cell's query attends to the keys of the 3x3 cells around it (plus a
         learned code per position) and mixes their values. Computed channel-first, one
         whole-grid plane per (head, channel) and shifted views of the neighbours: a few
-        hundred vectorised operations per band whatever its size. Every quantity is an exact
-        integer, so the order of the sums cannot change it.
+        hundred vectorised operations per band whatever its size (one step for all heads
+        and channels at once measured slower: its temporaries leave the cache). Every
+        quantity is an exact integer, so the order of the sums cannot change it.
         """
         ph, pw = sources.shape[:2]
         n = ph * pw
@@ -274,14 +281,16 @@ class BandNet:
         q = q.reshape(HEADS, KEY_DIM, n)
         out = np.empty((HEADS, VALUE_DIM, ph, pw))
 
-        def head(h: int) -> None:  # the heads are independent: one per thread
+        def head(h: int) -> None:  # the heads are independent
             # q, k carry 8 fractional bits each: scores carry 16; / sqrt(KEY_DIM) = / 2
             scores = (key_pos[:, h] @ q[h]).reshape(POSITIONS, ph, pw)  # position codes
             qh = q[h].reshape(KEY_DIM, ph, pw)
+            product = np.empty((ph, pw))
             for p, (dr, dc) in enumerate(_NEIGHBOURS):
                 shifted = keys[h, :, 1 + dr : 1 + dr + ph, 1 + dc : 1 + dc + pw]
                 for d in range(KEY_DIM):
-                    scores[p] += qh[d] * shifted[d]
+                    np.multiply(qh[d], shifted[d], out=product)
+                    scores[p] += product
             logits = np.floor(scores * (2.0 ** -(16 + 1) * SOFTMAX_STEPS))
             gap = np.clip(logits.max(axis=0) - logits, 0, SOFTMAX_TABLE - 1)
             weight = self.softmax_table[gap.astype(np.intp)]  # (POSITIONS, rows, cols)
@@ -291,10 +300,15 @@ class BandNet:
             for p, (dr, dc) in enumerate(_NEIGHBOURS):
                 shifted = values[h, :, 1 + dr : 1 + dr + ph, 1 + dc : 1 + dc + pw]
                 for d in range(VALUE_DIM):
-                    mixed[d] += weight[p] * shifted[d]
+                    np.multiply(weight[p], shifted[d], out=product)
+                    mixed[d] += product
             out[h] = np.floor(mixed / total)
 
-        parallel_map(head, range(HEADS))
+        if n >= _PARALLEL_CELLS:  # one head per thread pays off only on large grids
+            parallel_map(head, range(HEADS))
+        else:
+            for h in range(HEADS):
+                head(h)
         out = np.clip(out, -ACT_LIMIT, ACT_LIMIT)
         return np.ascontiguousarray(out.transpose(2, 3, 0, 1)).reshape(ph, pw, HEADS * VALUE_DIM)
 
@@ -347,14 +361,14 @@ class WaveletModel:
         static = band_static(ctx, shape, self.thresholds)
         net = self.nets[ctx.orient]
         mlp = net.mlp_static_first
-        base = np.empty((*shape, STATIC + HEADS * VALUE_DIM))  # [static, attention]
-        base[..., :STATIC] = static
-        if self.use_attention:
-            base[..., STATIC:] = upsample(
-                net.attention(*attention_inputs(ctx, static, self.thresholds)), shape)
+        if self.use_attention:  # on the parent grid; each position reads its parent cell
+            attended = net.attention(*attention_inputs(ctx, static, self.thresholds))
         else:
-            base[..., STATIC:] = 0.0
-        base = base.reshape(-1, base.shape[-1])
+            attended = np.zeros((1, 1, HEADS * VALUE_DIM))
+        parent_cell = _parent_cells(attended.shape[:2], shape)
+        attended = attended.reshape(-1, attended.shape[-1])
+        static = static.reshape(-1, STATIC)
+        width = STATIC + HEADS * VALUE_DIM
 
         def index(q: np.ndarray, known: np.ndarray, positions: np.ndarray) -> np.ndarray:
             """Table index of every coefficient at ``positions``: the MLP on the band's
@@ -366,8 +380,9 @@ class WaveletModel:
             started = float(known.any())
 
             def run(block: np.ndarray) -> np.ndarray:
-                feats = np.empty((block.size, base.shape[1] + 3))
-                np.take(base, block, axis=0, out=feats[:, :-3])
+                feats = np.empty((block.size, width + 3))
+                feats[:, :STATIC] = static[block]
+                feats[:, STATIC:width] = attended[parent_cell[block]]
                 feats[:, -3] = started
                 feats[:, -2] = _log4(total[block], self.thresholds)
                 feats[:, -1] = _log4(peak[block], self.thresholds)
