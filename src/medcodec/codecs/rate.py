@@ -51,11 +51,9 @@ def rate_search(
 
     seen: dict[float, float] = {}
 
-    def _key(value: float) -> float:
-        return float(round(value)) if knob.integer else value
-
-    def evaluate(value: float) -> float:
-        value = _key(value)
+    def evaluate(value: float) -> float:  # cached: each setting is encoded once
+        if knob.integer:
+            value = float(round(value))
         if value not in seen:
             seen[value] = max(float(encode_fn(int(value) if knob.integer else value)), 1e-12)
         return seen[value]
@@ -84,7 +82,7 @@ def rate_search(
 
     goal = math.log(target_bpp)
     # log bpp of each bracket end, minus the goal (Illinois: halved when an end is kept twice)
-    f_cheap, f_rich = math.log(seen[_key(cheap)]) - goal, math.log(seen[_key(rich)]) - goal
+    f_cheap, f_rich = math.log(evaluate(cheap)) - goal, math.log(evaluate(rich)) - goal
     kept = 0  # +1: the cheap end was kept last time, -1: the rich end
     for _ in range(max_iter):
         if done(best()[1]):

@@ -12,6 +12,8 @@ value itself as two 16-bit halves; with tables reaching 14 scales into the tail 
 from __future__ import annotations
 
 import itertools
+import struct
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -103,3 +105,25 @@ class GroupedCoder:
         except (ValueError, RuntimeError, AssertionError) as exc:
             raise CorruptStreamError(f"entropy-coded stream does not decode: {exc}") from None
         return symbols.reshape(shape)
+
+
+def join_segments(segments: Sequence[bytes]) -> bytes:
+    """How the learned codecs frame their coded passes: every segment's length (uint32,
+    little-endian), then the segments. The count is the caller's to store (in its header)."""
+    return struct.pack(f"<{len(segments)}I", *map(len, segments)) + b"".join(segments)
+
+
+def split_segments(data: bytes, start: int, count: int, what: str) -> list[bytes]:
+    """The ``count`` segments framed by :func:`join_segments` at ``data[start:]``, which must
+    end the stream exactly; anything else is a :class:`CorruptStreamError` naming ``what``."""
+    pos = start + 4 * count
+    if len(data) < pos:
+        raise CorruptStreamError(f"{what} is truncated")
+    lengths = struct.unpack_from(f"<{count}I", data, start)
+    if pos + sum(lengths) != len(data):
+        raise CorruptStreamError(f"{what} is truncated or has extra bytes")
+    segments = []
+    for n in lengths:
+        segments.append(data[pos : pos + n])
+        pos += n
+    return segments

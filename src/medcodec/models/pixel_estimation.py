@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from medcodec.entropy.coder import GroupedCoder
+from medcodec.entropy.coder import GroupedCoder, join_segments, split_segments
 from medcodec.entropy.tables import LaplaceTables
 from medcodec.errors import CorruptStreamError
 from medcodec.models.context import box_sum, log_code, reflect
@@ -398,19 +398,18 @@ class PixelEstimator:
             location, index, ref = self.predict(
                 grid, phase, level, top, None if prior is None else level_view(prior, level),
                 coarse)
-            rows, cols = phase_coords(grid.shape, phase)
             truth = phase_view(level_view(image, level), phase).ravel()
             index = np.maximum(index - shift_d, 0)
             mode, q, deltas, coded, recon = self._pass_options(truth, location, index, ref,
                                                                max_error, top, start)
             start = deltas if mode == 0 else start
-            phase_view(grid, phase)[...] = recon.reshape(rows.size, cols.size)
+            view = phase_view(grid, phase)
+            view[...] = recon.reshape(view.shape)
             segments.append(bytes([mode]) + deltas.astype(np.uint8).tobytes()
                             + self._coder.encode(q, coded))
         header = _HEADER.pack(_VERSION, WINDOW_IDS[self.window], max_error, coarse_index,
                               shift_d, len(segments))
-        lengths = struct.pack(f"<{len(segments)}I", *(len(s) for s in segments))
-        return header + lengths + b"".join(segments)
+        return header + join_segments(segments)
 
     def decode(self, data: bytes, shape: tuple[int, int], bits: int,
                previous: np.ndarray | None = None) -> np.ndarray:
@@ -424,16 +423,7 @@ class PixelEstimator:
         expected = 1 + 3 * levels_for(shape)
         if n_seg != expected or coarse_index >= len(self.tables):
             raise CorruptStreamError("pixel-estimation stream header is damaged")
-        pos = _HEADER.size + 4 * n_seg
-        if len(data) < pos:
-            raise CorruptStreamError("pixel-estimation stream is truncated")
-        lengths = struct.unpack_from(f"<{n_seg}I", data, _HEADER.size)
-        if pos + sum(lengths) != len(data):
-            raise CorruptStreamError("pixel-estimation stream is truncated or has extra bytes")
-        segments = []
-        for n in lengths:
-            segments.append(data[pos : pos + n])
-            pos += n
+        segments = split_segments(data, _HEADER.size, n_seg, "pixel-estimation stream")
         step = 2 * max_error + 1
         top = (1 << bits) - 1
         canvas = np.zeros(shape, dtype=np.int64)
@@ -458,9 +448,8 @@ class PixelEstimator:
             if segment[0] == 1:  # the window-mean fallback
                 location, index = ref, np.zeros_like(index)
             q = self._coder.decode(segment[1 + bands :], _apply_calibration(index, deltas))
-            rows, cols = phase_coords(grid.shape, phase)
-            recon = np.clip(location + q * step, 0, top)
-            phase_view(grid, phase)[...] = recon.reshape(rows.size, cols.size)
+            view = phase_view(grid, phase)
+            view[...] = np.clip(location + q * step, 0, top).reshape(view.shape)
         return canvas
 
     def _calibrate(self, q: np.ndarray, index: np.ndarray,

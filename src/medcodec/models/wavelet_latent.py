@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from medcodec.entropy.coder import GroupedCoder
+from medcodec.entropy.coder import GroupedCoder, join_segments, split_segments
 from medcodec.entropy.tables import LaplaceTables
 from medcodec.errors import CorruptStreamError
 from medcodec.models.context import box_sum, log_code, reflect
@@ -121,12 +121,19 @@ def _ratio(parent: np.ndarray, shape: tuple[int, ...]) -> int:
     return 1 if parent.shape == tuple(shape) else 2
 
 
+def _parent_cells(grid: tuple[int, int], shape: tuple[int, int]) -> np.ndarray:
+    """Flat index into a (rows, cols) grid of the cell (i // r, j // r) of every position of
+    a band of ``shape`` (r = 1 when the shapes match, else 2; the last row and column
+    serve positions beyond the grid, so a 1x1 grid serves all)."""
+    ratio = 1 if tuple(grid) == tuple(shape) else 2
+    r = np.minimum(np.arange(shape[0]) // ratio, grid[0] - 1)
+    c = np.minimum(np.arange(shape[1]) // ratio, grid[1] - 1)
+    return (r[:, None] * grid[1] + c[None, :]).ravel()
+
+
 def _up(parent: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """Parent value at (i // 2, j // 2) (or (i, j) beside LL) for every child position."""
-    k = _ratio(parent, shape)
-    r = np.minimum(np.arange(shape[0]) // k, parent.shape[0] - 1)
-    c = np.minimum(np.arange(shape[1]) // k, parent.shape[1] - 1)
-    return parent[np.ix_(r, c)]
+    return parent.ravel()[_parent_cells(parent.shape, shape)].reshape(shape)
 
 
 def checkerboard(shape: tuple[int, int], phase: int) -> np.ndarray:
@@ -233,17 +240,6 @@ def _mirror(grid: np.ndarray) -> np.ndarray:
     rows = reflect(np.arange(-1, grid.shape[-2] + 1), grid.shape[-2])
     cols = reflect(np.arange(-1, grid.shape[-1] + 1), grid.shape[-1])
     return grid[..., rows, :][..., cols]
-
-
-def _parent_cells(grid: tuple[int, int], shape: tuple[int, int]) -> np.ndarray:
-    """Flat index into a (rows, cols) grid of the cell (i // r, j // r) of every position of
-    a band of ``shape`` (r = 1 when the shapes match, else 2; a 1x1 grid serves all)."""
-    if grid == (1, 1):
-        return np.zeros(shape[0] * shape[1], np.intp)
-    ratio = 1 if tuple(grid) == tuple(shape) else 2
-    r = np.minimum(np.arange(shape[0]) // ratio, grid[0] - 1)
-    c = np.minimum(np.arange(shape[1]) // ratio, grid[1] - 1)
-    return (r[:, None] * grid[1] + c[None, :]).ravel()
 
 
 # --- the integer entropy-parameter network ----------------------------------------------
@@ -465,8 +461,7 @@ class WaveletModel:
         crc = _q_crc(q_all)
         flags = _FLAG_FILTER if self.use_filter else 0
         header = _HEADER.pack(_VERSION, levels, step, ll_table, flags, crc)
-        lengths = struct.pack(f"<{len(segments)}I", *(len(s) for s in segments))
-        return header + struct.pack("<H", len(segments)) + lengths + b"".join(segments)
+        return header + struct.pack("<H", len(segments)) + join_segments(segments)
 
     # -- decode ------------------------------------------------------------------------
     def decode_coefficients(self, data: bytes, shape: tuple[int, int]
@@ -483,17 +478,9 @@ class WaveletModel:
                 or flags & ~_FLAG_FILTER):
             raise CorruptStreamError("learned lossy stream header is damaged")
         expected = 1 + 6 * levels + min(HYPER_LEVELS, levels)
-        if count != expected or len(data) < head + 4 * count:
+        if count != expected:
             raise CorruptStreamError("learned lossy stream is truncated or damaged")
-        lengths = struct.unpack_from(f"<{count}I", data, head)
-        pos = head + 4 * count
-        if pos + sum(lengths) != len(data):
-            raise CorruptStreamError("learned lossy stream is truncated or has extra bytes")
-        segs = []
-        for n in lengths:
-            segs.append(data[pos:pos + n])
-            pos += n
-        seg = iter(segs)
+        seg = iter(split_segments(data, head, count, "learned lossy stream"))
         steps = band_steps(step, self.band_weights, levels)
         ll_shape = tuple(-(-s // (1 << levels)) for s in shape)
         ll_res = self._coder.decode(next(seg), np.full(ll_shape, ll_table))
