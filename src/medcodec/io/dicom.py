@@ -13,7 +13,6 @@ and Image Type DERIVED; lossless output keeps every UID.
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import shutil
 import tempfile
@@ -27,12 +26,13 @@ from typing import Any
 import numpy as np
 
 from medcodec._fs import atomic_path
-from medcodec.errors import InputError, OutputError, UnsupportedError
+from medcodec.errors import CorruptStreamError, InputError, OutputError, UnsupportedError
 from medcodec.image import MedImage
+from medcodec.io.dicom_header import capture_header, load_header, output_syntax
 
 _GRAYSCALE = ("MONOCHROME1", "MONOCHROME2")
-#: Elements that describe the pixel data's encoding and must not survive a change of it.
-_PIXEL_ENCODING_TAGS = (0x7FE00010, 0x7FE00001, 0x7FE00002, 0x7FE00008, 0x7FE00009)
+#: Where the notes on elements that could not be carried verbatim travel (``medcodec info``).
+NOTES_KEY = "dicom_notes"
 
 
 def _pydicom() -> ModuleType:
@@ -70,13 +70,40 @@ def _read_dataset(path: Path, pixels: bool = True) -> Any:
         raise InputError(f"{path}: not a readable DICOM file ({exc})") from None
 
 
+def _required(ds: Any, keyword: str, path: Path, default: Any = None) -> Any:
+    """An element medcodec cannot do without; a malformed one is named in the error."""
+    try:
+        value = ds.get(keyword, default)
+        return value if value is not None else default
+    except Exception as exc:
+        raise InputError(f"{path}: element {keyword} is malformed ({exc})") from None
+
+
+def _optional(ds: Any, keyword: str, default: Any = None) -> Any:
+    """An element medcodec reads for convenience (geometry, rescale, UIDs): a malformed one
+    counts as absent. It is carried verbatim in the header either way."""
+    try:
+        value = ds.get(keyword, default)
+    except Exception:
+        return default
+    return default if value is None else value
+
+
+def _int(ds: Any, keyword: str, path: Path, default: int) -> int:
+    value = _required(ds, keyword, path, default)
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{path}: element {keyword} = {value!r} is not an integer") from None
+
+
 def _check_pixel_module(ds: Any, path: Path) -> None:
     if "PixelData" not in ds:
         if "FloatPixelData" in ds or "DoubleFloatPixelData" in ds:
             raise UnsupportedError(f"{path}: floating-point pixel data is not supported")
         raise InputError(f"{path}: DICOM file has no pixel data (or it is truncated before it)")
-    photometric = str(ds.get("PhotometricInterpretation", "")).strip()
-    samples = int(ds.get("SamplesPerPixel", 1))
+    photometric = str(_required(ds, "PhotometricInterpretation", path, "")).strip()
+    samples = _int(ds, "SamplesPerPixel", path, 1)
     if samples != 1 or photometric not in _GRAYSCALE:
         raise UnsupportedError(
             f"{path}: photometric interpretation {photometric or '?'} with {samples} sample(s) "
@@ -84,21 +111,16 @@ def _check_pixel_module(ds: Any, path: Path) -> None:
         )
 
 
-def _header_bytes(ds: Any) -> bytes:
-    """The dataset (with file meta) minus pixel data, as Explicit VR Little Endian bytes."""
-    pydicom = _pydicom()
-    from pydicom.uid import ExplicitVRLittleEndian
-
-    header = pydicom.Dataset()
-    header.update({tag: elem for tag, elem in ds.items() if tag not in _PIXEL_ENCODING_TAGS})
-    file_meta = pydicom.dataset.FileMetaDataset(getattr(ds, "file_meta", pydicom.Dataset()))
-    file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    header.file_meta = file_meta
-    buf = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        pydicom.dcmwrite(buf, header, enforce_file_format=False)
-    return buf.getvalue()
+def _load(path: Path) -> tuple[Any, bytes, list[str]]:
+    """A file's dataset, its header captured verbatim before anything parses it, and notes."""
+    ds = _read_dataset(path)
+    try:
+        blob, notes = capture_header(ds)
+    except Exception as exc:  # pydicom could read it but not write it back: say which
+        raise InputError(f"{path}: the header cannot be carried ({type(exc).__name__}: "
+                         f"{exc})") from None
+    _check_pixel_module(ds, path)
+    return ds, blob, notes
 
 
 def _floats(value: Any, count: int) -> tuple[float, ...] | None:
@@ -111,27 +133,31 @@ def _floats(value: Any, count: int) -> tuple[float, ...] | None:
 
 def _frame_geometry(ds: Any, n_frames: int) -> tuple[tuple[float, ...] | None, np.ndarray | None,
                                                      tuple[float, float] | None]:
-    """Orientation, per-frame positions and pixel spacing, from classic or enhanced headers."""
-    orientation = _floats(ds.get("ImageOrientationPatient"), 6)
-    spacing = _floats(ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing"), 2)
-    position = _floats(ds.get("ImagePositionPatient"), 3)
+    """Orientation, per-frame positions and pixel spacing, from classic or enhanced headers.
+
+    Geometry is a convenience (sorting, NIfTI output): what does not parse counts as absent.
+    """
+    orientation = _floats(_optional(ds, "ImageOrientationPatient"), 6)
+    spacing = _floats(_optional(ds, "PixelSpacing") or _optional(ds, "ImagerPixelSpacing"), 2)
+    position = _floats(_optional(ds, "ImagePositionPatient"), 3)
     positions = None
-    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
-    shared = ds.get("SharedFunctionalGroupsSequence")
+    per_frame = _optional(ds, "PerFrameFunctionalGroupsSequence")
+    shared = _optional(ds, "SharedFunctionalGroupsSequence")
     if per_frame is not None and len(per_frame) == n_frames:
         found = []
         for item in per_frame:
-            pos = item.get("PlanePositionSequence")
-            found.append(_floats(pos[0].get("ImagePositionPatient"), 3) if pos else None)
+            pos = _optional(item, "PlanePositionSequence")
+            found.append(_floats(_optional(pos[0], "ImagePositionPatient"), 3) if pos else None)
         if all(p is not None for p in found):
             positions = np.array(found, dtype=np.float64)
     if shared:
         group = shared[0]
-        if orientation is None and group.get("PlaneOrientationSequence"):
-            orientation = _floats(group.PlaneOrientationSequence[0].get(
-                "ImageOrientationPatient"), 6)
-        if spacing is None and group.get("PixelMeasuresSequence"):
-            spacing = _floats(group.PixelMeasuresSequence[0].get("PixelSpacing"), 2)
+        planes = _optional(group, "PlaneOrientationSequence")
+        if orientation is None and planes:
+            orientation = _floats(_optional(planes[0], "ImageOrientationPatient"), 6)
+        measures = _optional(group, "PixelMeasuresSequence")
+        if spacing is None and measures:
+            spacing = _floats(_optional(measures[0], "PixelSpacing"), 2)
     if positions is None and position is not None and n_frames == 1:
         positions = np.array([position], dtype=np.float64)
     return orientation, positions, (spacing if spacing is None else (spacing[0], spacing[1]))
@@ -166,7 +192,7 @@ def _decode_pixels(ds: Any, path: Path) -> np.ndarray:
             pixels = ds.pixel_array
     except Exception as exc:
         raise InputError(f"{path}: pixel data cannot be decoded ({exc})") from None
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    frames = _int(ds, "NumberOfFrames", path, 1) or 1
     pixels = np.asarray(pixels)
     if frames == 1 and pixels.ndim == 2:
         pixels = pixels[np.newaxis]
@@ -176,42 +202,75 @@ def _decode_pixels(ds: Any, path: Path) -> np.ndarray:
 
 
 def _rescale(ds: Any) -> tuple[float, float]:
-    slope, intercept = ds.get("RescaleSlope"), ds.get("RescaleIntercept")
-    if slope is None and ds.get("SharedFunctionalGroupsSequence"):
-        group = ds.SharedFunctionalGroupsSequence[0]
-        if group.get("PixelValueTransformationSequence"):
-            item = group.PixelValueTransformationSequence[0]
-            slope, intercept = item.get("RescaleSlope"), item.get("RescaleIntercept")
-    return float(slope if slope is not None else 1.0), float(
-        intercept if intercept is not None else 0.0
-    )
+    """Rescale slope and intercept, classic or from the shared functional groups."""
+    slope, intercept = _optional(ds, "RescaleSlope"), _optional(ds, "RescaleIntercept")
+    shared = _optional(ds, "SharedFunctionalGroupsSequence")
+    if slope is None and shared:
+        items = _optional(shared[0], "PixelValueTransformationSequence")
+        if items:
+            slope = _optional(items[0], "RescaleSlope")
+            intercept = _optional(items[0], "RescaleIntercept")
+    try:
+        slope = float(slope) if slope is not None else 1.0
+        intercept = float(intercept) if intercept is not None else 0.0
+    except (TypeError, ValueError):
+        return 1.0, 0.0
+    if not (np.isfinite(slope) and np.isfinite(intercept)) or slope == 0:
+        return 1.0, 0.0
+    return slope, intercept
 
 
-def _image_from(datasets: list[tuple[Path, Any]], pixels: np.ndarray, layout: str) -> MedImage:
-    path0, ds0 = datasets[0]
+def _unique_names(paths: list[Path]) -> list[str]:
+    """Output file names, one per slice: the source names, made unique within the series."""
+    taken: set[str] = set()
+    out = []
+    for path in paths:
+        name, n = path.name, 1
+        while name in taken:
+            n += 1
+            name = f"{path.stem}-{n}{path.suffix}"
+        taken.add(name)
+        out.append(name)
+    return out
+
+
+def _image_from(loaded: list[tuple[Path, Any, bytes, list[str]]], pixels: np.ndarray,
+                layout: str) -> MedImage:
+    path0, ds0 = loaded[0][0], loaded[0][1]
     slope, intercept = _rescale(ds0)
     if layout == "multiframe":
         orientation, positions, spacing = _frame_geometry(ds0, pixels.shape[0])
     else:
         orientation, _, spacing = _frame_geometry(ds0, 1)
-        found = [_floats(ds.get("ImagePositionPatient"), 3) for _, ds in datasets]
+        found = [_floats(_optional(ds, "ImagePositionPatient"), 3) for _, ds, _, _ in loaded]
         positions = np.array(found, dtype=np.float64) if all(found) else None
-    thickness = ds0.get("SliceThickness")
+    try:
+        thickness = float(_optional(ds0, "SliceThickness", ""))
+    except (TypeError, ValueError):
+        thickness = None
+    bits_allocated = _int(ds0, "BitsAllocated", path0, pixels.dtype.itemsize * 8)
     meta: dict[str, Any] = {
         "dicom_layout": layout,
-        "dicom_filenames": [p.name for p, _ in datasets],
+        "dicom_filenames": _unique_names([p for p, _, _, _ in loaded]),
         "dicom_transfer_syntaxes": sorted({
-            str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "")) for _, ds in
-            datasets
+            str(_optional(getattr(ds, "file_meta", None) or {}, "TransferSyntaxUID", ""))
+            for _, ds, _, _ in loaded
         }),
-        "bits_allocated": int(ds0.BitsAllocated),
-        "pixel_representation": int(ds0.get("PixelRepresentation", 0)),
-        "series_instance_uid": str(ds0.get("SeriesInstanceUID", "")),
+        "bits_allocated": bits_allocated,
+        "pixel_representation": _int(ds0, "PixelRepresentation", path0, 0),
+        "series_instance_uid": str(_optional(ds0, "SeriesInstanceUID", "")),
     }
-    attachments = {f"dicom/{i}": _header_bytes(ds) for i, (_, ds) in enumerate(datasets)}
-    bits_stored = int(ds0.get("BitsStored", ds0.BitsAllocated))
-    if pixels.dtype.itemsize * 8 < bits_stored:
-        raise UnsupportedError(f"{path0}: bits stored {bits_stored} exceeds the decoded dtype")
+    notes = [f"{p.name}: {note}" for p, _, _, file_notes in loaded for note in file_notes]
+    if notes:
+        meta[NOTES_KEY] = notes
+    attachments = {f"dicom/{i}": blob for i, (_, _, blob, _) in enumerate(loaded)}
+    bits_stored = _int(ds0, "BitsStored", path0, bits_allocated)
+    if not 1 <= bits_stored <= pixels.dtype.itemsize * 8:
+        bits_stored = min(max(bits_stored, 1), pixels.dtype.itemsize * 8)
+        meta.setdefault(NOTES_KEY, []).append(
+            f"{path0.name}: BitsStored does not fit the decoded {pixels.dtype}; "
+            f"{bits_stored} is used")
+    modality = str(_optional(ds0, "Modality", "")).strip()
     return MedImage(
         pixels=pixels,
         bits_stored=bits_stored,
@@ -219,12 +278,12 @@ def _image_from(datasets: list[tuple[Path, Any]], pixels: np.ndarray, layout: st
         rescale_slope=slope,
         rescale_intercept=intercept,
         pixel_spacing=spacing,
-        slice_thickness=float(thickness) if thickness not in (None, "") else None,
+        slice_thickness=thickness if thickness is None or np.isfinite(thickness) else None,
         slice_positions=positions,
         orientation=orientation,
-        modality=str(ds0.get("Modality", "")) or None,
+        modality=modality or None,
         source_format="dicom",
-        source_path=str(path0.parent if layout == "files" and len(datasets) > 1 else path0),
+        source_path=str(path0.parent if layout == "files" and len(loaded) > 1 else path0),
         meta=meta,
         attachments=attachments,
     )
@@ -233,26 +292,34 @@ def _image_from(datasets: list[tuple[Path, Any]], pixels: np.ndarray, layout: st
 def read_dicom_file(path: str | os.PathLike[str]) -> MedImage:
     """One DICOM file (single- or multi-frame) as a MedImage."""
     path = Path(path)
-    ds = _read_dataset(path)
-    _check_pixel_module(ds, path)
+    ds, blob, notes = _load(path)
     pixels = _decode_pixels(ds, path)
     layout = "multiframe" if "NumberOfFrames" in ds else "files"
-    return _image_from([(path, ds)], pixels, layout)
+    return _image_from([(path, ds, blob, notes)], pixels, layout)
 
 
 def _slice_order_key(ds: Any, path: Path) -> tuple[float, int, str]:
     """Position along the slice normal, then InstanceNumber, then file name."""
-    orientation = _floats(ds.get("ImageOrientationPatient"), 6)
-    position = _floats(ds.get("ImagePositionPatient"), 3)
+    orientation = _floats(_optional(ds, "ImageOrientationPatient"), 6)
+    position = _floats(_optional(ds, "ImagePositionPatient"), 3)
     along = 0.0
     if orientation and position:
         normal = np.cross(orientation[:3], orientation[3:])
         along = float(np.dot(normal, position))
+        if not np.isfinite(along):
+            along = 0.0
     try:
-        number = int(ds.get("InstanceNumber", 0) or 0)
+        number = int(_optional(ds, "InstanceNumber", 0) or 0)
     except (TypeError, ValueError):
         number = 0
-    return along, number, path.name
+    return along, number, str(path)
+
+
+def _optional_int(ds: Any, keyword: str) -> int:
+    try:
+        return int(_optional(ds, keyword, 0) or 0)
+    except (TypeError, ValueError):
+        return -1
 
 
 def read_dicom_series(paths: Iterable[str | os.PathLike[str]]) -> Iterator[MedImage]:
@@ -270,34 +337,33 @@ def read_dicom_series(paths: Iterable[str | os.PathLike[str]]) -> Iterator[MedIm
             singles.append(path)
             continue
         key = (
-            str(ds.get("SeriesInstanceUID", "")),
-            int(ds.get("Rows", 0) or 0),
-            int(ds.get("Columns", 0) or 0),
-            int(ds.get("BitsAllocated", 0) or 0),
-            int(ds.get("PixelRepresentation", 0) or 0),
-            _floats(ds.get("ImageOrientationPatient"), 6) or (),
+            str(_optional(ds, "SeriesInstanceUID", "")),
+            _optional_int(ds, "Rows"),
+            _optional_int(ds, "Columns"),
+            _optional_int(ds, "BitsAllocated"),
+            _optional_int(ds, "PixelRepresentation"),
+            _floats(_optional(ds, "ImageOrientationPatient"), 6) or (),
         )
         groups[key].append((path, ds))
     for key in sorted(groups, key=lambda k: min(str(p) for p, _ in groups[k])):
         members = sorted(groups[key], key=lambda item: _slice_order_key(item[1], item[0]))
-        yield _read_series(members)
+        yield _read_series([path for path, _ in members])
     for path in singles:
         yield read_dicom_file(path)
 
 
-def _read_series(members: list[tuple[Path, Any]]) -> MedImage:
-    datasets = []
+def _read_series(paths: list[Path]) -> MedImage:
+    loaded = []
     slices = []
-    for path, _ in members:
-        ds = _read_dataset(path)
-        _check_pixel_module(ds, path)
+    for path in paths:
+        ds, blob, notes = _load(path)
         slices.append(_decode_pixels(ds, path))
         del ds.PixelData  # the decoded array is all we keep; frees the encoded bytes
-        datasets.append((path, ds))
+        loaded.append((path, ds, blob, notes))
     dtypes = {s.dtype for s in slices}
     if len(dtypes) != 1:
-        raise UnsupportedError(f"{members[0][0].parent}: slices of one series differ in pixel type")
-    return _image_from(datasets, np.concatenate(slices, axis=0), "files")
+        raise UnsupportedError(f"{paths[0].parent}: slices of one series differ in pixel type")
+    return _image_from(loaded, np.concatenate(slices, axis=0), "files")
 
 
 # --------------------------------------------------------------------------------------------
@@ -360,9 +426,10 @@ def _header_dataset(image: MedImage, index: int) -> Any:
     blob = image.attachments.get(f"dicom/{index}")
     if blob is None:
         return _new_dataset(image, index)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return _pydicom().dcmread(io.BytesIO(blob), force=True)
+    try:
+        return load_header(blob)
+    except Exception as exc:
+        raise CorruptStreamError(f"DICOM header of slice {index} does not parse ({exc})") from None
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -397,22 +464,48 @@ def _mark_lossy(ds: Any, lossy: dict[str, Any]) -> None:
         ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
 
 
-def build_datasets(image: MedImage) -> list[tuple[str, Any]]:
-    """(file name, dataset) for every output file of ``image``."""
-    from pydicom.uid import ExplicitVRLittleEndian
+def _safe_names(names: Any, count: int) -> list[str] | None:
+    """The output file names a stream asks for, checked: names are data, never paths.
 
+    A name must be a plain base name (no separator, no ``..``, not absolute, not empty, no
+    control characters) and unique; anything else is a forged or broken stream.
+    """
+    if not names:
+        return None
+    if not isinstance(names, list) or len(names) != count:
+        raise CorruptStreamError("not a valid medcodec file: image.meta.dicom_filenames does "
+                                 f"not list one name per output file ({count})")
+    seen: set[str] = set()
+    for k, name in enumerate(names):
+        bad = (not isinstance(name, str) or not name or name in (".", "..") or len(name) > 255
+               or any(c in name for c in "/\\:") or any(ord(c) < 32 for c in name)
+               or Path(name).is_absolute() or Path(name).name != name)
+        if bad:
+            raise CorruptStreamError(f"not a valid medcodec file: image.meta.dicom_filenames[{k}]"
+                                     f" = {name!r} is not a plain file name")
+        if name.lower() in seen:
+            raise CorruptStreamError(f"not a valid medcodec file: image.meta.dicom_filenames[{k}]"
+                                     f" = {name!r} appears twice")
+        seen.add(name.lower())
+    return names
+
+
+def build_datasets(image: MedImage) -> list[tuple[str, Any]]:
+    """(file name, dataset) for every output file of ``image``.
+
+    Each dataset keeps its source header's encoding (Implicit VR stays Implicit VR), so every
+    element medcodec does not change is written back byte for byte.
+    """
     layout = image.meta.get("dicom_layout", "files")
-    names = image.meta.get("dicom_filenames") or []
     signed = image.signed
     lossy = image.meta.get("lossy_compression")
+    files = 1 if layout == "multiframe" else image.n_slices
+    names = _safe_names(image.meta.get("dicom_filenames"), files) or (
+        ["image.dcm"] if layout == "multiframe" else [f"{i:05d}.dcm" for i in range(files)])
     if layout == "multiframe":
-        groups = [(names[0] if names else "image.dcm", 0, image.pixels)]
+        groups = [(names[0], 0, image.pixels)]
     else:
-        groups = [
-            (names[i] if i < len(names) and len(names) == image.n_slices else f"{i:05d}.dcm", i,
-             image.pixels[i])
-            for i in range(image.n_slices)
-        ]
+        groups = [(names[i], i, image.pixels[i]) for i in range(files)]
     out = []
     for name, index, pixels in groups:
         ds = _header_dataset(image, index)
@@ -423,7 +516,7 @@ def build_datasets(image: MedImage) -> list[tuple[str, Any]]:
         ds.PixelRepresentation = int(signed)
         ds.PixelData = _pixel_bytes(np.asarray(pixels), bits_allocated, signed)
         ds["PixelData"].VR = "OB" if bits_allocated <= 8 else "OW"
-        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.file_meta.TransferSyntaxUID = output_syntax(ds)
         if lossy:
             _mark_lossy(ds, lossy)
         out.append((name, ds))
