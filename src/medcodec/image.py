@@ -174,6 +174,18 @@ def value_range_bits(low: int, high: int) -> int:
     return max(1, math.ceil(math.log2(span + 1))) if span > 0 else 1
 
 
+def stored_value_range(image: MedImage) -> tuple[int, int]:
+    """The values a decoder may output: what BitsStored and the pixel sign allow, widened to the
+    image's own extremes when a file overstates its data (so clamping never moves a pixel away
+    from its original value, and a lossy overshoot never wraps around in a 12-bit reader)."""
+    bits = image.bits_stored
+    low, high = ((-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if image.signed
+                 else (0, (1 << bits) - 1))
+    if image.pixels.size:
+        low, high = min(low, int(image.pixels.min())), max(high, int(image.pixels.max()))
+    return low, high
+
+
 def effective_bits(pixels: np.ndarray) -> int:
     """Effective bit depth ``B`` of BENCHMARK.md: ``max(8, ceil(log2(max - min + 1)))``."""
     if pixels.size == 0:

@@ -29,6 +29,7 @@ from medcodec.image import (
     MedImage,
     image_facts,
     image_from_facts,
+    stored_value_range,
     value_range_bits,
 )
 
@@ -79,10 +80,12 @@ def _encode_slice(codec: Codec, pixels: np.ndarray, spec: CodingSpec,
 
 
 def _encode_slice_full(codec: Codec, pixels: np.ndarray, spec: CodingSpec, verify: bool,
-                       target_bpp: float | None = None, previous: np.ndarray | None = None
+                       target_bpp: float | None = None, previous: np.ndarray | None = None,
+                       clip: tuple[int, int] | None = None
                        ) -> tuple[bytes, SliceRecord, np.ndarray]:
     """Code one slice; ``previous`` (the previous decoded slice) is context for codecs that
-    take it. Returns the decoded slice too: it is the next slice's context."""
+    take it; ``clip`` is the value range decoded pixels are clamped to. Returns the decoded
+    slice too: it is the next slice's context."""
     low, high = int(pixels.min()), int(pixels.max())
     bits = value_range_bits(low, high)
     codec.check(bits, spec)
@@ -100,7 +103,7 @@ def _encode_slice_full(codec: Codec, pixels: np.ndarray, spec: CodingSpec, verif
     context = {} if previous is None else {"previous": previous.astype(np.int64) - low}
     data = codec.encode(shifted, bits, spec, **context)
     decoded = _restore(codec.decode(data, shifted.shape, bits, **context), low, bits,
-                       pixels.dtype)
+                       pixels.dtype, clip)
     error = int(np.max(np.abs(decoded.astype(np.int64) - pixels.astype(np.int64)), initial=0))
     if verify:
         bound = spec.max_error if spec.mode is Mode.NEAR_LOSSLESS else 0
@@ -112,16 +115,20 @@ def _encode_slice_full(codec: Codec, pixels: np.ndarray, spec: CodingSpec, verif
     return data, SliceRecord(low, bits, error, pixel_crc32(decoded), chosen), decoded
 
 
-def _restore(decoded: np.ndarray, shift: int, bits: int, dtype: np.dtype) -> np.ndarray:
-    """Undo the shift, clamping to the coded range so lossy overshoot cannot wrap around."""
+def _restore(decoded: np.ndarray, shift: int, bits: int, dtype: np.dtype,
+             clip: tuple[int, int] | None = None) -> np.ndarray:
+    """Undo the shift, clamping to the coded range so lossy overshoot cannot wrap around, and
+    to ``clip`` (the image's stored value range) so nothing lands outside BitsStored."""
     values = np.clip(np.asarray(decoded).astype(np.int64), 0, (1 << bits) - 1) + shift
     info = np.iinfo(dtype)
-    return np.clip(values, info.min, info.max).astype(dtype)
+    low, high = clip if clip is not None else (info.min, info.max)
+    return np.clip(values, max(low, info.min), min(high, info.max)).astype(dtype)
 
 
 def _image_header(image: MedImage) -> dict[str, Any]:
     return {"slices": image.n_slices, "rows": image.rows, "cols": image.cols,
-            "dtype": image.pixels.dtype.name, **image_facts(image)}
+            "dtype": image.pixels.dtype.name, **image_facts(image),
+            "value_range": list(stored_value_range(image))}
 
 
 def compress(
@@ -164,10 +171,11 @@ def compress(
     chunks: list[bytes] = []
     records: list[dict[str, Any]] = []
     decoded = None
+    clip = stored_value_range(image)
     for index in range(image.n_slices):
         previous = decoded if inter_slice and index % inter_slice else None
         data, record, decoded = _encode_slice_full(chosen, image.pixels[index], spec, verify,
-                                                   bpp, previous)
+                                                   bpp, previous, clip)
         chunks.append(data)
         records.append(record.as_dict())
         if progress:
@@ -226,6 +234,11 @@ def _validate(header: dict[str, Any], n_chunks: int) -> None:
     inter = header.get("inter_slice")
     _need(inter is None or (isinstance(inter, int) and 1 <= inter <= MAX_SLICES),
           "header inter_slice is invalid")
+    clip = img.get("value_range")
+    _need(clip is None or (isinstance(clip, list) and len(clip) == 2
+                           and all(isinstance(v, int) and not isinstance(v, bool)
+                                   and abs(v) <= 1 << 32 for v in clip)
+                           and clip[0] <= clip[1]), "header image.value_range is invalid")
 
 
 class ContainerFile:
@@ -240,6 +253,8 @@ class ContainerFile:
         self.codec = codecs.get(info["name"])
         self.dtype = np.dtype(self.header["image"]["dtype"])
         self.key_interval: int | None = self.header.get("inter_slice")
+        clip = self.header["image"].get("value_range")  # absent in streams before 0.2
+        self.clip: tuple[int, int] | None = None if clip is None else (clip[0], clip[1])
         self._last: tuple[int, np.ndarray] | None = None  # for sequential inter-slice decoding
 
     @property
@@ -271,7 +286,7 @@ class ContainerFile:
         context = {} if previous is None else \
             {"previous": previous.astype(np.int64) - record["shift"]}
         decoded = self.codec.decode(data, self.shape, record["bits"], **context)
-        pixels = _restore(decoded, record["shift"], record["bits"], self.dtype)
+        pixels = _restore(decoded, record["shift"], record["bits"], self.dtype, self.clip)
         if pixel_crc32(pixels) != record["crc32"]:
             raise CorruptStreamError(
                 f"slice {index} decoded to different pixels than were encoded (checksum "

@@ -150,7 +150,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # a bug, not a user error: still one line unless --debug
         if debug:
             raise
-        print(f"medcodec: internal error: {type(exc).__name__}: {exc} "
+        where = f" while working on {commands.current_file[0]}" if commands.current_file else ""
+        first_line = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+        print(f"medcodec: internal error{where}: {type(exc).__name__}: {first_line} "
               "(run with --debug for a traceback and please report it)", file=sys.stderr)
         return EXIT_ERROR
 

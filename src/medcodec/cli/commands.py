@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import tempfile
@@ -43,6 +44,27 @@ def _output_name(image: MedImage, taken: set[str]) -> str:
     return name
 
 
+#: The file being worked on, so that even an unexpected error names it (see ``cli.main``).
+current_file: list[str] = []
+
+
+def _working_on(name: str | None) -> None:
+    current_file[:] = [name] if name else []
+
+
+def _check_container_name(output: Path, many: bool) -> None:
+    """``compress`` writes .mdcx containers: refuse names that promise another format."""
+    from medcodec.io import format_from_name
+
+    fmt = format_from_name(output)
+    if many and output.suffix.lower() == ".mdcx":
+        raise OutputError(f"{output}: the inputs hold several images, which are written as one "
+                          ".mdcx each into a folder; give a folder for -o")
+    if fmt not in (None, "container"):
+        raise OutputError(f"{output}: compress writes .mdcx containers, not {fmt} "
+                          "(name the output .mdcx; decompress writes other formats)")
+
+
 def _coding_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return {"codec": args.codec, "mode": args.mode, "max_error": args.max_error,
             "quality": args.quality, "bpp": args.bpp, "inter_slice": args.inter_slice}
@@ -67,12 +89,14 @@ def compress(args: argparse.Namespace) -> int:
 
     kwargs = _coding_kwargs(args)
     output = Path(args.output)
+    _working_on(" ".join(args.inputs))
     images = read_all(args.inputs)
     first = next(images, None)
     if first is None:
         raise InputError("no images found in the inputs")
     second = next(images, None)
-    many = second is not None or output.is_dir()
+    many = second is not None or output.is_dir() or args.output.endswith(("/", os.sep))
+    _check_container_name(output, many)
     if many:
         if output.exists() and not output.is_dir():
             raise OutputError(f"{output}: several images need an output folder, this is a file")
@@ -90,6 +114,7 @@ def compress(args: argparse.Namespace) -> int:
     total_in = total_out = 0
     for image in all_images():
         target = output / _output_name(image, taken) if many else output
+        _working_on(image.source_path)
         check_writable(target, args.force)
         if getattr(args, "max_error_hu", None) is not None:
             kwargs["max_error"] = _max_error_from_hu(image, args.max_error_hu, args.mode)
@@ -99,23 +124,32 @@ def compress(args: argparse.Namespace) -> int:
         total_in += image.pixels.size
         total_out += len(data)
         _report_compressed(image, target, data)
+    _working_on(None)
     if many:
         print(f"total: {8 * total_out / max(1, total_in):.3f} bpp over {total_in} pixels")
     return 0
 
 
 def _report_compressed(image: MedImage, target: Path, data: bytes) -> None:
+    from medcodec.io.dicom import NOTES_KEY
     from medcodec.pipeline import open_container
 
     container = open_container(data)
     header = container.header
     codec = header["codec"]
     errors = [s["max_abs_err"] for s in header["slices"]]
+    coded = sum(e.length for e in container.reader.entries[: image.n_slices])
     bpp = 8 * len(data) / image.pixels.size
     mode = codec["mode"] + (f" (D={codec['max_error']})" if codec.get("max_error") else "")
     print(f"{target}: {image.describe()} -> {codec['name']} {mode}, {len(data)} bytes, "
-          f"{bpp:.3f} bpp, ratio {image.pixels.nbytes / len(data):.2f}:1, "
-          f"max error {max(errors)}")
+          f"{bpp:.3f} bpp (pixels {8 * coded / image.pixels.size:.3f} bpp + "
+          f"{len(data) - coded} bytes of headers and source metadata), "
+          f"ratio {image.pixels.nbytes / len(data):.2f}:1, max error {max(errors)}")
+    for note in image.meta.get(NOTES_KEY, [])[:5]:
+        print(f"  note: {note}", file=sys.stderr)
+    if len(image.meta.get(NOTES_KEY, [])) > 5:
+        print(f"  ... {len(image.meta[NOTES_KEY]) - 5} more notes: medcodec info {target}",
+              file=sys.stderr)
 
 
 def _parse_slices(text: str | None, n: int) -> list[int] | None:
@@ -135,14 +169,46 @@ def _parse_slices(text: str | None, n: int) -> list[int] | None:
     return out
 
 
+def _output_target(args: argparse.Namespace, header: dict[str, Any], count: int) -> Path:
+    """Where decompress writes, checked against what the container holds before decoding.
+
+    ``-o DIR/`` (or an existing folder) means "into this folder": a DICOM series fills it, any
+    other output is named after the container.
+    """
+    from medcodec.io import format_from_name
+
+    output = Path(args.output)
+    image = header["image"]
+    fmt = args.format or format_from_name(output)
+    as_dicom = fmt == "dicom" or (fmt is None and image.get("source_format") == "dicom")
+    into_folder = args.output.endswith(("/", os.sep)) or output.is_dir()
+    series = as_dicom and (image.get("meta") or {}).get("dicom_layout", "files") == "files" \
+        and count > 1
+    if series and output.suffix.lower() in (".dcm", ".dicom"):
+        raise OutputError(f"{output}: a series of {count} slices is written as a folder of "
+                          "DICOM files; give a folder path (or pick slices with --slices)")
+    if not into_folder:
+        return output
+    if output.exists() and not output.is_dir():
+        raise OutputError(f"{output}: output exists and is not a folder")
+    if as_dicom:
+        return output  # the DICOM writer fills the folder with the source file names
+    if fmt is None:
+        raise OutputError(f"{output}: cannot tell the output format for a folder; use --format")
+    ext = {"nifti": ".nii.gz", "png": ".png", "tiff": ".tiff", "npy": ".npy", "itk": ".mha"}[fmt]
+    return output / (Path(args.input).name.removesuffix(".mdcx") + ext)
+
+
 def decompress(args: argparse.Namespace) -> int:
     from medcodec.io import write
     from medcodec.pipeline import open_container
 
+    _working_on(args.input)
     container = open_container(args.input)
     try:
         indices = _parse_slices(args.slices, container.n_slices)
         count = container.n_slices if indices is None else len(indices)
+        target = _output_target(args, container.header, count)
         with _progress(count, Path(args.input).name, args.quiet) as bar:
             try:
                 image = container.image(indices, progress=bar.update)
@@ -150,8 +216,10 @@ def decompress(args: argparse.Namespace) -> int:
                 raise type(exc)(f"{args.input}: {exc}") from None
     finally:
         container.reader._stream.close()
-    written = write(image, args.output, format=args.format, force=args.force)
-    where = written[0] if len(written) == 1 else f"{args.output} ({len(written)} files)"
+    if args.output.endswith(("/", os.sep)) and target == Path(args.output):
+        target.mkdir(parents=True, exist_ok=True)  # a DICOM series or slice goes inside
+    written = write(image, target, format=args.format, force=args.force)
+    where = written[0] if len(written) == 1 else f"{target} ({len(written)} files)"
     print(f"{args.input} -> {where}: {image.describe()}")
     return 0
 
@@ -321,14 +389,27 @@ def _measure(image: MedImage, **kwargs: Any) -> tuple[dict[str, Any], bytes, Med
 
 
 def demo(args: argparse.Namespace) -> int:
-    from medcodec._fs import atomic_write_bytes
-    from medcodec.io import read, write
+    from medcodec.io import read
 
     source = _demo_image_path()
     image = read(source)
     print(f"input: {source.name} (TCIA Pancreas-CT via pydicom-data): {image.describe()}")
-    out_dir = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="medcodec-demo-"))
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if args.out:
+        out_dir = Path(args.out)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _demo_table(image, out_dir)
+        print(f"outputs (containers and decoded DICOM) in {out_dir}")
+    else:
+        with tempfile.TemporaryDirectory(prefix="medcodec-demo-") as tmp:
+            _demo_table(image, Path(tmp))
+        print("outputs were written to a temporary folder and removed; keep them with --out DIR")
+    return 0
+
+
+def _demo_table(image: MedImage, out_dir: Path) -> None:
+    from medcodec._fs import atomic_write_bytes
+    from medcodec.io import write
+
     settings: list[tuple[str, str, dict[str, Any]]] = [
         ("lossless", "jpegls", {"mode": "lossless"}),
         ("lossless", "medcodec", {"mode": "lossless"}),
@@ -357,8 +438,6 @@ def demo(args: argparse.Namespace) -> int:
         print(f"{label:<20} {row['codec']:<8} {row['bytes']:>8} {row['bpp']:>7.3f} "
               f"{16 / row['bpp']:>8.2f} {psnr:>8} {row['max_abs_err']:>8} "
               f"{row['enc_ms']:>7.1f} {row['dec_ms']:>7.1f}")
-    print(f"outputs (containers and decoded DICOM) in {out_dir}")
-    return 0
 
 
 # --------------------------------------------------------------------------------------------

@@ -51,7 +51,8 @@ class CodingSpec:
         if self.mode is not Mode.NEAR_LOSSLESS and self.max_error:
             raise ValueError("--max-error is only meaningful in near-lossless mode")
         if self.mode is Mode.LOSSY and self.quality is None:
-            raise ValueError("lossy mode needs a quality setting (or a target bpp)")
+            raise ValueError("lossy mode needs --quality Q (the codec's knob) or --bpp B "
+                             "(a target rate)")
 
     def as_dict(self) -> dict[str, object]:
         out: dict[str, object] = {"mode": self.mode.value}

@@ -76,7 +76,8 @@ def capture_header(ds: Any) -> tuple[bytes, list[str]]:
             notes.append(note)
     meta = getattr(ds, "file_meta", None)
     header.file_meta = FileMetaDataset(  # a copy: Dataset(other) would share other's elements
-        {tag: meta.get_item(tag) for tag in meta.keys()} if meta is not None else {})
+        {tag: meta.get_item(tag) for tag in meta.keys()}  # noqa: SIM118 - raw, unparsed
+        if meta is not None else {})
     if "TransferSyntaxUID" in header.file_meta:  # a new element: the old one is ds's too
         del header.file_meta.TransferSyntaxUID
     header.file_meta.TransferSyntaxUID = _encoding_uid(implicit)
