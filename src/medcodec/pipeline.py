@@ -324,6 +324,7 @@ class ContainerFile:
             meta["lossy_compression"] = {
                 "ratio": self.ratio,
                 "dicom_method": codec.get("dicom_method"),
+                "codec": codec["name"],
                 "description": (
                     f"medcodec {codec['name']} {codec.get('mode')} compression"
                     + (f", max error {codec['max_error']}" if codec.get("max_error") else "")

@@ -441,24 +441,40 @@ def _as_list(value: Any) -> list[Any]:
     return list(value)
 
 
+def _is_enhanced(ds: Any) -> bool:
+    """Enhanced (functional-group) multi-frame IODs: by their groups or their SOP Class."""
+    if "SharedFunctionalGroupsSequence" in ds or "PerFrameFunctionalGroupsSequence" in ds:
+        return True
+    sop_class = _optional(ds, "SOPClassUID")
+    name = str(getattr(sop_class, "name", "")) if sop_class else ""
+    return "Enhanced" in name or "Legacy Converted" in name
+
+
 def _mark_lossy(ds: Any, lossy: dict[str, Any]) -> None:
-    """PS3.3 C.7.6.1.1.5 bookkeeping for an image that went through a lossy step."""
+    """PS3.3 C.7.6.1.1.5 bookkeeping for an image that went through a lossy step.
+
+    Lossy Image Compression "01", a ratio and a method appended (one method per ratio, as the
+    standard pairs them: a codec without a defined term is named by its own name), a new SOP
+    Instance UID. Single-frame images become Image Type DERIVED; enhanced multi-frame images
+    keep their Image Type, because their Frame Types and conditional modules (MR Pulse
+    Sequence, Bulk Motion) are tied to it and would no longer validate.
+    """
     from pydicom.uid import generate_uid
 
+    ratios = _as_list(_optional(ds, "LossyImageCompressionRatio"))
+    methods = _as_list(_optional(ds, "LossyImageCompressionMethod"))
     ds.LossyImageCompression = "01"
-    ds.LossyImageCompressionRatio = [
-        *_as_list(ds.get("LossyImageCompressionRatio")), f"{float(lossy['ratio']):.4g}"
-    ]
-    method = lossy.get("dicom_method")
-    if method:
-        ds.LossyImageCompressionMethod = [*_as_list(ds.get("LossyImageCompressionMethod")), method]
+    ds.LossyImageCompressionRatio = [*ratios, f"{float(lossy['ratio']):.4g}"]
+    method = lossy.get("dicom_method") or str(lossy.get("codec") or "UNKNOWN").upper()[:16]
+    ds.LossyImageCompressionMethod = [*methods, method]
     description = str(lossy.get("description", "")).strip()
     if description:
-        old = str(ds.get("DerivationDescription", "")).strip()
+        old = str(_optional(ds, "DerivationDescription", "")).strip()
         ds.DerivationDescription = (f"{old}; {description}" if old else description)[:1024]
-    image_type = _as_list(ds.get("ImageType")) or ["DERIVED", "SECONDARY"]
-    image_type[0] = "DERIVED"
-    ds.ImageType = image_type
+    if not _is_enhanced(ds):
+        image_type = _as_list(_optional(ds, "ImageType")) or ["DERIVED", "SECONDARY"]
+        image_type[0] = "DERIVED"
+        ds.ImageType = image_type
     ds.SOPInstanceUID = generate_uid()
     if getattr(ds, "file_meta", None) is not None:
         ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
@@ -510,10 +526,12 @@ def build_datasets(image: MedImage) -> list[tuple[str, Any]]:
     for name, index, pixels in groups:
         ds = _header_dataset(image, index)
         bits_allocated = int(ds.get("BitsAllocated", max(8, image.pixels.dtype.itemsize * 8)))
+        wanted = {"Rows": image.rows, "Columns": image.cols, "PixelRepresentation": int(signed)}
         if layout == "multiframe":
-            ds.NumberOfFrames = image.n_slices
-        ds.Rows, ds.Columns = image.rows, image.cols
-        ds.PixelRepresentation = int(signed)
+            wanted["NumberOfFrames"] = image.n_slices
+        for keyword, value in wanted.items():  # untouched when equal: the bytes stay as stored
+            if _optional_int(ds, keyword) != value or keyword not in ds:
+                setattr(ds, keyword, value)
         ds.PixelData = _pixel_bytes(np.asarray(pixels), bits_allocated, signed)
         ds["PixelData"].VR = "OB" if bits_allocated <= 8 else "OW"
         ds.file_meta.TransferSyntaxUID = output_syntax(ds)

@@ -65,8 +65,7 @@ def capture_header(ds: Any) -> tuple[bytes, list[str]]:
             continue
         elements[tag] = ds.get_item(tag)
     header = Dataset(elements)
-    implicit, little = ds.original_encoding
-    implicit = bool(implicit) if implicit is not None else False
+    implicit, little = _actual_encoding(ds)
     if little is False:
         implicit = False
         _convert_big_endian(header, notes)
@@ -88,6 +87,20 @@ def capture_header(ds: Any) -> tuple[bytes, list[str]]:
         pydicom.dcmwrite(buf, header, implicit_vr=implicit, little_endian=True,
                          enforce_file_format=False)
     return buf.getvalue(), notes
+
+
+def _actual_encoding(ds: Any) -> tuple[bool, bool]:
+    """(implicit VR, little endian) as the elements were really read.
+
+    Files lie: a dataset announced as explicit may be implicit (pydicom notices and reads it
+    so); the raw elements know.
+    """
+    for tag in ds.keys():  # noqa: SIM118 - iterating a Dataset would parse every element
+        elem = ds.get_item(tag)
+        if elem.is_raw:
+            return bool(elem.is_implicit_VR), bool(elem.is_little_endian)
+    implicit, little = ds.original_encoding
+    return bool(implicit), little is not False
 
 
 def _source_syntax(ds: Any) -> str | None:
@@ -256,3 +269,50 @@ def explicit_vr(ds: Any) -> list[str]:
 
     fix(ds)
     return notes
+
+
+def element_bytes(ds: Any) -> dict[tuple[int, ...], bytes]:
+    """Every element's value bytes as stored, keyed by its path (tag, item, tag, ...).
+
+    Raw elements give their bytes unparsed; sequences are walked item by item. This is how a
+    round trip is checked element for element without trusting any dictionary.
+    """
+    out: dict[tuple[int, ...], bytes] = {}
+
+    def walk(dataset: Any, prefix: tuple[int, ...]) -> None:
+        for tag in list(dataset.keys()):
+            elem = dataset.get_item(tag)
+            if elem.is_raw and elem.VR != "SQ":
+                out[(*prefix, tag)] = bytes(elem.value or b"")
+                continue
+            if not elem.is_raw and elem.VR != "SQ":
+                out[(*prefix, tag)] = _encoded_value(elem, dataset)
+                continue
+            try:
+                items = dataset[tag].value
+            except Exception:
+                out[(*prefix, tag)] = bytes(elem.value or b"") if elem.is_raw else b""
+                continue
+            for k, item in enumerate(items or []):
+                walk(item, (*prefix, tag, k))
+
+    walk(ds, ())
+    return out
+
+
+def _encoded_value(elem: Any, dataset: Any) -> bytes:
+    """The bytes pydicom would write for a parsed element's value (no tag, VR or length)."""
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_data_element
+
+    buf = DicomBytesIO()
+    implicit = dataset.original_encoding[0]
+    buf.is_implicit_VR = True if implicit is None else bool(implicit)
+    buf.is_little_endian = True
+    write_data_element(buf, elem, dataset.get("SpecificCharacterSet"))
+    data = buf.getvalue()
+    if buf.is_implicit_VR:
+        return data[8:]
+    header = 12 if elem.VR in ("OB", "OD", "OF", "OL", "OV", "OW", "SQ", "UC", "UN", "UR", "UT",
+                               "SV", "UV") else 8
+    return data[header:]
