@@ -316,6 +316,9 @@ def _container_info(path: Path) -> dict[str, Any]:
         blobs = container.attachments()
         if "dicom/0" in blobs:
             out["dicom"] = _dicom_summary(blobs["dicom/0"])
+        notes = (image.get("meta") or {}).get("dicom_notes")
+        if notes:
+            out["elements not carried verbatim"] = {str(k): n for k, n in enumerate(notes)}
         return out
     finally:
         container.reader._stream.close()
@@ -336,6 +339,8 @@ def _image_info(path: Path) -> dict[str, Any]:
             "rescale": f"slope {image.rescale_slope}, intercept {image.rescale_intercept}",
             "spacing": image.pixel_spacing,
         }
+        if image.meta.get("dicom_notes"):
+            entry["elements not carried verbatim"] = image.meta["dicom_notes"]
         out[f"image {i}"] = entry
     return out
 

@@ -201,6 +201,27 @@ def _decode_pixels(ds: Any, path: Path) -> np.ndarray:
     return pixels
 
 
+def _unused_bits_note(ds: Any) -> list[str]:
+    """A note when native pixel data has bits set above BitsStored (old overlay bits, or a
+    BitsStored that understates the data): readers ignore them, and so does the output."""
+    try:
+        allocated, stored = int(ds.BitsAllocated), int(ds.BitsStored)
+        if allocated != 16 or not 1 <= stored < 16 or ds.file_meta.TransferSyntaxUID.is_compressed:
+            return []
+        raw = np.frombuffer(ds.PixelData, dtype="<u2", count=len(ds.PixelData) // 2)
+    except Exception:
+        return []
+    if int(ds.get("PixelRepresentation", 0) or 0) == 0:
+        stray = int(np.count_nonzero(raw >> stored))
+    else:  # signed: the unused bits must repeat the sign bit
+        high = raw >> (stored - 1)
+        stray = int(np.count_nonzero((high != 0) & (high != (1 << (17 - stored)) - 1)))
+    if not stray:
+        return []
+    return [f"(7FE0,0010): {stray} pixels have bits set above BitsStored {stored}; DICOM "
+            "readers ignore those bits and the output does not keep them"]
+
+
 def _rescale(ds: Any) -> tuple[float, float]:
     """Rescale slope and intercept, classic or from the shared functional groups."""
     slope, intercept = _optional(ds, "RescaleSlope"), _optional(ds, "RescaleIntercept")
@@ -294,6 +315,7 @@ def read_dicom_file(path: str | os.PathLike[str]) -> MedImage:
     path = Path(path)
     ds, blob, notes = _load(path)
     pixels = _decode_pixels(ds, path)
+    notes += _unused_bits_note(ds)
     layout = "multiframe" if "NumberOfFrames" in ds else "files"
     return _image_from([(path, ds, blob, notes)], pixels, layout)
 
@@ -358,6 +380,7 @@ def _read_series(paths: list[Path]) -> MedImage:
     for path in paths:
         ds, blob, notes = _load(path)
         slices.append(_decode_pixels(ds, path))
+        notes += _unused_bits_note(ds)
         del ds.PixelData  # the decoded array is all we keep; frees the encoded bytes
         loaded.append((path, ds, blob, notes))
     dtypes = {s.dtype for s in slices}

@@ -63,7 +63,13 @@ def capture_header(ds: Any) -> tuple[bytes, list[str]]:
             notes.append(f"{tag_text(tag)}: an item or delimiter tag at the top level of the "
                          "dataset is not a data element; not carried")
             continue
-        elements[tag] = ds.get_item(tag)
+        elem = ds.get_item(tag)
+        if elem.is_raw and elem.length != 0xFFFFFFFF and elem.value is not None \
+                and len(elem.value) < elem.length:
+            notes.append(f"{tag_text(tag)}: truncated in the source file (declares "
+                         f"{elem.length} bytes, holds {len(elem.value)}); what is there is "
+                         "carried")
+        elements[tag] = elem
     header = Dataset(elements)
     implicit, little = _actual_encoding(ds)
     if little is False:
@@ -121,34 +127,30 @@ def _convert_big_endian(header: Any, notes: list[str]) -> None:
 
 
 def _nested_datasets(header: Any) -> Iterator[tuple[int, Any]]:
-    """(top-level tag, item) for every item nested anywhere under ``header``'s sequences."""
+    """(top-level tag, item) for every item nested anywhere under ``header``'s sequences that
+    may hold encapsulated pixel data (a cheap test on the bytes skips all the others)."""
+
+    def items_of(dataset: Any, tag: int) -> list[Any]:
+        elem = dataset.get_item(tag)
+        if elem.VR not in ("SQ", None):
+            return []
+        if elem.is_raw and isinstance(elem.value, bytes) and not any(
+                marker in elem.value for marker in _NESTED_PIXEL_MARKERS):
+            return []
+        try:
+            parsed = dataset[tag]
+        except Exception:
+            return []
+        return list(parsed.value or []) if parsed.VR == "SQ" else []
 
     def walk(dataset: Any) -> Iterator[Any]:
         for tag in list(dataset.keys()):
-            elem = dataset.get_item(tag)
-            if elem.VR != "SQ" and not (elem.is_raw and elem.length == _UNDEFINED_LENGTH):
-                continue
-            for item in dataset[tag].value or []:
+            for item in items_of(dataset, tag):
                 yield item
                 yield from walk(item)
 
     for tag in list(header.keys()):
-        elem = header.get_item(tag)
-        raw_value = elem.value if elem.is_raw else None
-        if isinstance(raw_value, bytes) and not any(m in raw_value for m in
-                                                    _NESTED_PIXEL_MARKERS):
-            continue  # cheap test on the bytes: most sequences hold no pixel data
-        if elem.VR not in ("SQ", None) and elem.is_raw:
-            continue
-        try:
-            items = header[tag].value
-        except Exception:
-            continue
-        if not isinstance(items, list):
-            continue
-        for item in items:
-            if not hasattr(item, "keys"):
-                continue
+        for item in items_of(header, tag):
             yield tag, item
             for nested in walk(item):
                 yield tag, nested
@@ -182,11 +184,10 @@ def _native_nested_pixels(header: Any, syntax: str | None, implicit: bool) -> li
             if samples > 1:
                 item.PhotometricInterpretation = "RGB"  # pydicom decodes YBR to RGB
                 item.PlanarConfiguration = 0
-            bits = int(item.BitsAllocated)
-            item.PixelData = pixels.astype(pixels.dtype.newbyteorder("<")).tobytes()
-            if len(item.PixelData) % 2:
-                item.PixelData += b"\0"
-            item["PixelData"].VR = "OB" if bits <= 8 else "OW"
+            data = pixels.astype(pixels.dtype.newbyteorder("<")).tobytes()
+            del item[_PIXEL_DATA]  # a new element: the old one is marked undefined-length
+            item.add_new(_PIXEL_DATA, "OB" if int(item.BitsAllocated) <= 8 else "OW",
+                         data + b"\0" * (len(data) % 2))
             notes.append(f"{tag_text(top)}: encapsulated pixel data inside the sequence was "
                          "decoded and is carried uncompressed")
         except Exception as exc:
