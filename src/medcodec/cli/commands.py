@@ -216,8 +216,8 @@ def decompress(args: argparse.Namespace) -> int:
                 raise type(exc)(f"{args.input}: {exc}") from None
     finally:
         container.reader._stream.close()
-    if args.output.endswith(("/", os.sep)) and target == Path(args.output):
-        target.mkdir(parents=True, exist_ok=True)  # a DICOM series or slice goes inside
+    if args.output.endswith(("/", os.sep)):
+        Path(args.output).mkdir(parents=True, exist_ok=True)  # "-o DIR/": write inside DIR
     written = write(image, target, format=args.format, force=args.force)
     where = written[0] if len(written) == 1 else f"{target} ({len(written)} files)"
     print(f"{args.input} -> {where}: {image.describe()}")
