@@ -335,3 +335,31 @@ def test_non_grayscale_is_refused_with_one_line(element: tuple, message: str, tm
     assert message in err and "colour.dcm" in err and "internal error" not in err
     assert len(err.strip().splitlines()) == 1
     assert not (tmp_path / "x.mdcx").exists()
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_awkward_file_transcodes_losslessly(case: str, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """``transcode`` writes explicit VR: implicit elements get a VR (UN where the dictionary's
+    does not fit) and keep their bytes; a lossless transcode that would drop bits refuses."""
+    raw, expected_pixels, expect = _case(case)
+    source = tmp_path / "awkward.dcm"
+    source.write_bytes(raw)
+    out = tmp_path / "out.dcm"
+    code = _run("transcode", source, "-o", out, "--to", "htj2k", "--lossless")
+    err = capsys.readouterr().err
+    assert "internal error" not in err
+    if case == "BitsStored smaller than the data":
+        assert code == 2 and "do not fit Bits Stored" in err and not out.exists()
+        return
+    assert code == 0, err
+    original, written = _read(source), _read(out)
+    np.testing.assert_array_equal(written.pixel_array, expected_pixels)
+    if expect.get("big_endian"):
+        return
+    before, after = element_bytes(original), element_bytes(written)
+    for key, value in before.items():
+        if key[0] in _PIXEL_TAGS or key[0] in expect.get("dropped", set()) \
+                or key[0] == expect.get("changed_under") or key[-1] & 0xFFFF == 0:
+            continue
+        assert after.get(key) == value, f"{case}: element {key} changed or lost"

@@ -443,24 +443,6 @@ def _native_values(ds: Any, count: int, allocated: int, signed: bool) -> np.ndar
     return np.frombuffer(data, dtype=dtype, count=count)
 
 
-def _private_elements_as_un(ds: Any) -> None:
-    """Private elements read with implicit VR keep their exact bytes, as UN (PS3.5 6.2.2).
-
-    pydicom types them from its private dictionary when it writes explicit VR, and another
-    toolkit's dictionary may disagree (dciodvfy then reports values invalid for that VR);
-    UN carries the same bytes without a guess. Private creators stay LO, sequences as read.
-    """
-    from pydicom.dataelem import DataElement, RawDataElement
-
-    for tag in list(ds.keys()):
-        if not tag.is_private or tag.is_private_creator:
-            continue
-        raw = ds.get_item(tag)
-        if (isinstance(raw, RawDataElement) and raw.VR is None and raw.length != 0xFFFFFFFF
-                and isinstance(raw.value, bytes) and raw.is_little_endian):
-            ds[tag] = DataElement(tag, "UN", raw.value)
-
-
 def _encapsulate(ds: Any, frames: list[bytes], offset_table: str) -> None:
     from pydicom.encaps import encapsulate, encapsulate_extended
 
@@ -570,12 +552,15 @@ def transcode_dataset(ds: Any, options: TranscodeOptions,
 
     from medcodec import __version__
     from medcodec.io.dicom import _mark_lossy
+    from medcodec.io.dicom_header import drop_structural_tags, explicit_vr, is_implicit
 
     start = time.perf_counter()
     if options.lossy and is_mammography(ds) and not options.allow_lossy_mg:
         raise TranscodeError(f"{source}: mammography is never coded lossy here "
                              "(use --lossless, or --allow-lossy-mg if you really mean it)")
-    _private_elements_as_un(ds)
+    notes = drop_structural_tags(ds)
+    if is_implicit(ds):  # the output is explicit VR: give every element a VR, bytes unchanged
+        notes += explicit_vr(ds)
     pixels = _source_pixels(ds, source)
     n_frames, rows, cols = pixels.shape
     bits = int(ds.get("BitsStored", ds.BitsAllocated))
@@ -646,7 +631,7 @@ def transcode_dataset(ds: Any, options: TranscodeOptions,
         source=source, output=None, transfer_syntax=options.transfer_syntax, frames=n_frames,
         rows=rows, cols=cols, bits_stored=bits, signed=signed, raw_bytes=raw_bytes,
         coded_bytes=coded_bytes, max_error=max_error, psnr_db=psnr, lossy=options.lossy,
-        seconds=time.perf_counter() - start, decoder=decoder)
+        seconds=time.perf_counter() - start, decoder=decoder, notes=notes)
     if options.ratio and result.ratio < options.ratio * 0.98:
         result.notes.append(f"ratio {options.ratio:g}:1 not reached even at the coarsest "
                             f"setting ({result.ratio:.2f}:1)")

@@ -127,6 +127,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         warnings.filterwarnings("ignore", category=UserWarning, module=r"pydicom(\.|$)")
     from medcodec.cli import commands
 
+    commands.current_file.clear()
+
     handler = getattr(args, "func", None) or {
         "compress": commands.compress,
         "decompress": commands.decompress,

@@ -54,14 +54,10 @@ def capture_header(ds: Any) -> tuple[bytes, list[str]]:
     import pydicom
     from pydicom.dataset import Dataset, FileMetaDataset
 
-    notes: list[str] = []
+    notes = drop_structural_tags(ds)
     elements = {}
     for tag in ds.keys():  # noqa: SIM118 - iterating a Dataset would parse every element
         if tag in PIXEL_ENCODING_TAGS:
-            continue
-        if tag >> 16 == 0xFFFE:
-            notes.append(f"{tag_text(tag)}: an item or delimiter tag at the top level of the "
-                         "dataset is not a data element; not carried")
             continue
         elem = ds.get_item(tag)
         if elem.is_raw and elem.length != 0xFFFFFFFF and elem.value is not None \
@@ -93,6 +89,22 @@ def capture_header(ds: Any) -> tuple[bytes, list[str]]:
         pydicom.dcmwrite(buf, header, implicit_vr=implicit, little_endian=True,
                          enforce_file_format=False)
     return buf.getvalue(), notes
+
+
+def drop_structural_tags(ds: Any) -> list[str]:
+    """Remove item and delimiter tags found at the top level of a dataset (they are not data
+    elements, and no encoder can write them there); returns a note for each."""
+    notes = []
+    for tag in [t for t in ds.keys() if t >> 16 == 0xFFFE]:  # noqa: SIM118 - unparsed
+        del ds[tag]
+        notes.append(f"{tag_text(tag)}: an item or delimiter tag at the top level of the "
+                     "dataset is not a data element; not carried")
+    return notes
+
+
+def is_implicit(ds: Any) -> bool:
+    """Whether ``ds`` was really read as Implicit VR (whatever its transfer syntax says)."""
+    return _actual_encoding(ds)[0]
 
 
 def _actual_encoding(ds: Any) -> tuple[bool, bool]:
@@ -265,7 +277,9 @@ def explicit_vr(ds: Any) -> list[str]:
                     notes.append(f"{tag_text(tag)}: value of {elem.length} bytes does not fit "
                                  f"its VR {vr}; carried as UN")
                     vr = "UN"
-            dataset[tag] = elem._replace(VR=vr)
+            # Dataset.__setitem__ would parse a private raw element by its dictionary VR
+            # (the very failure this avoids): store the relabelled raw element directly.
+            dataset._dict[tag] = elem._replace(VR=vr)
         dataset.set_original_encoding(False, True, dataset.original_character_set)
 
     fix(ds)
