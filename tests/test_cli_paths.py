@@ -139,3 +139,18 @@ def test_internal_error_names_the_file(tmp_path: Path, ct_file: Path,
     assert "internal error while working on" in err and "scan.dcm" in err
     assert len(err.splitlines()) == 1
     assert not (tmp_path / "a.mdcx").exists()
+
+
+def test_non_image_dicom_in_a_folder_is_passed_over(tmp_path: Path, ct_file: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """A series folder from a PACS or CD also holds DICOMDIR, reports and RT objects."""
+    folder = tmp_path / "study"
+    folder.mkdir()
+    shutil.copy(ct_file, folder / "ct.dcm")
+    plan = Path(pydicom.data.get_testdata_file("rtplan.dcm"))
+    shutil.copy(plan, folder / "plan.dcm")
+    assert _run("compress", folder, "-o", tmp_path / "s.mdcx") == 0
+    assert "passed over" in capsys.readouterr().err
+    assert medcodec.decompress(tmp_path / "s.mdcx").n_slices == 1
+    assert _run("compress", folder / "plan.dcm", "-o", tmp_path / "p.mdcx") == 2
+    assert "plan.dcm" in capsys.readouterr().err

@@ -90,7 +90,8 @@ def compress(args: argparse.Namespace) -> int:
     kwargs = _coding_kwargs(args)
     output = Path(args.output)
     _working_on(" ".join(args.inputs))
-    images = read_all(args.inputs)
+    passed_over: list[Path] = []
+    images = read_all(args.inputs, skipped=passed_over)
     first = next(images, None)
     if first is None:
         raise InputError("no images found in the inputs")
@@ -125,6 +126,9 @@ def compress(args: argparse.Namespace) -> int:
         total_out += len(data)
         _report_compressed(image, target, data)
     _working_on(None)
+    if passed_over:
+        print(f"note: {len(passed_over)} DICOM file(s) without pixel data (DICOMDIR, reports, "
+              f"RT objects) were passed over, e.g. {passed_over[0]}", file=sys.stderr)
     if many:
         print(f"total: {8 * total_out / max(1, total_in):.3f} bpp over {total_in} pixels")
     return 0

@@ -100,15 +100,19 @@ def _is_sidecar(path: Path) -> bool:
     )
 
 
-def read_all(paths: Iterable[str | os.PathLike[str]]) -> Iterator[MedImage]:
+def read_all(paths: Iterable[str | os.PathLike[str]],
+             skipped: list[Path] | None = None) -> Iterator[MedImage]:
     """Yield every image in ``paths``; folders are walked and DICOM files grouped by series.
 
     DICOM files given one by one are grouped too, so ``a.dcm b.dcm c.dcm`` of one series is one
-    volume, as it would be when their folder is given.
+    volume, as it would be when their folder is given. DICOM objects that are not images
+    (DICOMDIR, SR, RT plans) found in folders are passed over and listed in ``skipped``; named
+    one by one they are an error.
     """
     from medcodec.io.dicom import read_dicom_series
 
     dicom_files: list[Path] = []
+    folder_dicom: list[Path] = []
     others: list[Path] = []
     for item in paths:
         item = Path(item)
@@ -122,7 +126,7 @@ def read_all(paths: Iterable[str | os.PathLike[str]]) -> Iterator[MedImage]:
                     p = Path(root) / name
                     fmt = detect_format(p)
                     if fmt == "dicom":
-                        dicom_files.append(p)
+                        folder_dicom.append(p)
                         found += 1
                     elif fmt is not None and not _is_sidecar(p):
                         others.append(p)
@@ -136,7 +140,17 @@ def read_all(paths: Iterable[str | os.PathLike[str]]) -> Iterator[MedImage]:
                 others.append(item)
         else:
             raise InputError(f"{item}: no such file or folder")
-    yield from read_dicom_series(dicom_files)
+    passed_over: list[Path] = []
+    if folder_dicom:  # one series may span the folders and the files named alone
+        for image in read_dicom_series(folder_dicom + dicom_files, skipped=passed_over):
+            yield image
+    else:
+        yield from read_dicom_series(dicom_files)
+    named = set(dicom_files).intersection(passed_over)
+    if named:
+        raise InputError(f"{sorted(named)[0]}: not an image (a DICOM object without pixel data)")
+    if skipped is not None:
+        skipped.extend(passed_over)
     for p in others:
         yield read_file(p)
 

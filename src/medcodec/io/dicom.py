@@ -344,17 +344,23 @@ def _optional_int(ds: Any, keyword: str) -> int:
         return -1
 
 
-def read_dicom_series(paths: Iterable[str | os.PathLike[str]]) -> Iterator[MedImage]:
+def read_dicom_series(paths: Iterable[str | os.PathLike[str]],
+                      skipped: list[Path] | None = None) -> Iterator[MedImage]:
     """Group DICOM files into volumes (one per series and frame size) and read each one.
 
     Multi-frame files are images of their own. Headers are read first (no pixels), so memory
-    holds one series at a time however large the folder is.
+    holds one series at a time however large the folder is. With a ``skipped`` list, files that
+    are not images (DICOMDIR, structured reports, RT plans and structures, presentation states:
+    no Rows) are listed there instead of failing the read, as a folder from a PACS or a CD holds.
     """
     groups: dict[tuple[Any, ...], list[tuple[Path, Any]]] = defaultdict(list)
     singles: list[Path] = []
     for raw_path in paths:
         path = Path(raw_path)
         ds = _read_dataset(path, pixels=False)
+        if skipped is not None and "Rows" not in ds:
+            skipped.append(path)
+            continue
         if "NumberOfFrames" in ds:
             singles.append(path)
             continue
