@@ -141,11 +141,8 @@ def read_all(paths: Iterable[str | os.PathLike[str]],
         else:
             raise InputError(f"{item}: no such file or folder")
     passed_over: list[Path] = []
-    if folder_dicom:  # one series may span the folders and the files named alone
-        for image in read_dicom_series(folder_dicom + dicom_files, skipped=passed_over):
-            yield image
-    else:
-        yield from read_dicom_series(dicom_files)
+    # one series may span the folders and the files named alone
+    yield from read_dicom_series(folder_dicom + dicom_files, skipped=passed_over)
     named = set(dicom_files).intersection(passed_over)
     if named:
         raise InputError(f"{sorted(named)[0]}: not an image (a DICOM object without pixel data)")
