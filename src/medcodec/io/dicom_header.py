@@ -73,8 +73,7 @@ def capture_header(ds: Any) -> tuple[bytes, list[str]]:
         _convert_big_endian(header, notes)
     else:
         header.set_original_encoding(implicit, True, ds.original_character_set)
-        for note in _native_nested_pixels(header, _source_syntax(ds), implicit):
-            notes.append(note)
+        notes += _native_nested_pixels(header, _source_syntax(ds))
     meta = getattr(ds, "file_meta", None)
     header.file_meta = FileMetaDataset(  # a copy: Dataset(other) would share other's elements
         {tag: meta.get_item(tag) for tag in meta.keys()}  # noqa: SIM118 - raw, unparsed
@@ -168,7 +167,7 @@ def _nested_datasets(header: Any) -> Iterator[tuple[int, Any]]:
                 yield tag, nested
 
 
-def _native_nested_pixels(header: Any, syntax: str | None, implicit: bool) -> list[str]:
+def _native_nested_pixels(header: Any, syntax: str | None) -> list[str]:
     """Decode encapsulated pixel data inside sequences (icons, vendor previews) to native.
 
     The output's transfer syntax is a native one, where encapsulated pixel data is invalid. An
@@ -221,14 +220,9 @@ def load_header(blob: bytes) -> Any:
         return pydicom.dcmread(io.BytesIO(blob), force=True)
 
 
-def header_is_implicit(ds: Any) -> bool:
-    """Whether a loaded header is Implicit VR (it is then written back Implicit VR)."""
-    return bool(ds.original_encoding[0])
-
-
 def output_syntax(ds: Any) -> str:
-    """The native transfer syntax a loaded header is written back in."""
-    return _encoding_uid(header_is_implicit(ds))
+    """The native transfer syntax a loaded header is written back in: its own encoding."""
+    return _encoding_uid(is_implicit(ds))
 
 
 def explicit_vr(ds: Any) -> list[str]:
@@ -242,7 +236,10 @@ def explicit_vr(ds: Any) -> list[str]:
     from pydicom.datadict import dictionary_VR
 
     notes: list[str] = []
-    pixel_signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
+    try:
+        pixel_signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
+    except (TypeError, ValueError):
+        pixel_signed = False
 
     def fix(dataset: Any) -> None:
         for tag in list(dataset.keys()):
@@ -266,7 +263,10 @@ def explicit_vr(ds: Any) -> list[str]:
                 if " or " in vr:
                     vr = ("SS" if pixel_signed else "US") if "SS" in vr else "OW"
                 if vr == "SQ" or elem.length == _UNDEFINED_LENGTH:
-                    parsed = dataset[tag]  # pydicom parses implicit sequences item by item
+                    try:  # pydicom parses implicit sequences item by item
+                        parsed = dataset[tag]
+                    except Exception:
+                        parsed = elem
                     if parsed.VR == "SQ":
                         for item in parsed.value:
                             fix(item)
@@ -319,6 +319,7 @@ def _encoded_value(elem: Any, dataset: Any) -> bytes:
     """The bytes pydicom would write for a parsed element's value (no tag, VR or length)."""
     from pydicom.filebase import DicomBytesIO
     from pydicom.filewriter import write_data_element
+    from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
 
     buf = DicomBytesIO()
     implicit = dataset.original_encoding[0]
@@ -328,6 +329,4 @@ def _encoded_value(elem: Any, dataset: Any) -> bytes:
     data = buf.getvalue()
     if buf.is_implicit_VR:
         return data[8:]
-    header = 12 if elem.VR in ("OB", "OD", "OF", "OL", "OV", "OW", "SQ", "UC", "UN", "UR", "UT",
-                               "SV", "UV") else 8
-    return data[header:]
+    return data[12 if elem.VR in EXPLICIT_VR_LENGTH_32 else 8:]
