@@ -196,3 +196,13 @@ def test_multiframe_round_trip(tmp_path: Path) -> None:
     ds = _read(tmp_path / "mf.dcm")
     assert int(ds.NumberOfFrames) == 10
     np.testing.assert_array_equal(ds.pixel_array, image.pixels)
+
+
+def test_one_slice_of_a_series_is_written_with_its_own_name(tmp_path: Path) -> None:
+    _make_series(tmp_path / "series", 3)
+    image = medcodec.read(tmp_path / "series")
+    one = image.slice(1)
+    (tmp_path / "one").mkdir()
+    written = medcodec.write(one, tmp_path / "one")  # into an existing folder
+    assert [p.name for p in written] == [image.meta["dicom_filenames"][1]]
+    np.testing.assert_array_equal(_read(written[0]).pixel_array, image.pixels[1])

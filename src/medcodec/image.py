@@ -106,10 +106,16 @@ class MedImage:
             attachments["dicom/0"] = self.attachments[f"dicom/{index}"]
         elif "dicom/0" in self.attachments:
             attachments["dicom/0"] = self.attachments["dicom/0"]
+        meta = dict(self.meta)
+        names = meta.get("dicom_filenames")
+        if meta.get("dicom_layout") == "files" and isinstance(names, list) \
+                and len(names) == self.n_slices:
+            meta["dicom_filenames"] = [names[index]]
         return replace(
             self,
             pixels=self.pixels[index : index + 1],
             slice_positions=positions,
+            meta=meta,
             attachments=attachments,
         )
 

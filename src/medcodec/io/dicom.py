@@ -515,11 +515,11 @@ def _safe_names(names: Any, count: int) -> list[str] | None:
     A name must be a plain base name (no separator, no ``..``, not absolute, not empty, no
     control characters) and unique; anything else is a forged or broken stream.
     """
-    if not names:
-        return None
-    if not isinstance(names, list) or len(names) != count:
-        raise CorruptStreamError("not a valid medcodec file: image.meta.dicom_filenames does "
-                                 f"not list one name per output file ({count})")
+    if not names or (isinstance(names, list) and len(names) != count):
+        return None  # no names, or not one per file (a subset): numbered names instead
+    if not isinstance(names, list):
+        raise CorruptStreamError("not a valid medcodec file: image.meta.dicom_filenames is "
+                                 "not a list of names")
     seen: set[str] = set()
     for k, name in enumerate(names):
         bad = (not isinstance(name, str) or not name or name in (".", "..") or len(name) > 255
