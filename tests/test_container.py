@@ -197,7 +197,7 @@ def _forge(header_patch: dict, chunks: list[bytes] | None = None) -> bytes:
         ({"image.dtype": "O"}, "dtype"),
         ({"slices": []}, "slice table"),
         ({"slices": [{"shift": 0, "bits": 99, "max_abs_err": 0, "crc32": 0}]}, "bit depth"),
-        ({"codec": {"name": "no-such-codec"}}, "unknown codec"),
+        ({"codec": {"name": "no-such-codec", "mode": "lossless"}}, "unknown codec"),
         ({"codec": "jpegls"}, "codec"),
     ],
 )
