@@ -334,12 +334,6 @@ class ContainerFile:
 
     def _check_plausible(self) -> None:
         """Refuse a shape the chunks cannot hold, before anything is allocated for it."""
-        img = self.header["image"]
-        total = decoded_bytes(img)
-        if total > decode_limit(self.reader.size):
-            raise HeaderError(
-                "image", f"promises {total} bytes of pixels from a {self.reader.size}-byte file, "
-                "more than any real image expands (a decompression bomb?)")
         rows, cols = self.shape
         for index, record in enumerate(self.header["slices"]):
             length = self.reader.entries[index].length
@@ -348,6 +342,11 @@ class ContainerFile:
                 raise HeaderError(
                     f"slices[{index}]", f"is a {length}-byte {self.codec.name} chunk, which "
                     f"cannot hold a {rows}x{cols} slice (at least {floor} bytes)")
+        total = decoded_bytes(self.header["image"])
+        if total > decode_limit(self.reader.size):
+            raise HeaderError(
+                "image", f"promises {total} bytes of pixels from a {self.reader.size}-byte file, "
+                "more than any real image expands (a decompression bomb?)")
 
     @property
     def n_slices(self) -> int:
