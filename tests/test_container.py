@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import io
 import json
 import struct
+import tempfile
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import medcodec
+from medcodec.cli import main
 from medcodec.container import MAGIC, open_bytes, pack
+from medcodec.container.schema import layout_crc32
 from medcodec.errors import CorruptStreamError, MedcodecError
 from medcodec.image import MedImage
 from medcodec.pipeline import decompress, open_container
@@ -197,7 +204,7 @@ def _forge(header_patch: dict, chunks: list[bytes] | None = None) -> bytes:
         ({"image.dtype": "O"}, "dtype"),
         ({"slices": []}, "slice table"),
         ({"slices": [{"shift": 0, "bits": 99, "max_abs_err": 0, "crc32": 0}]}, "bit depth"),
-        ({"codec": {"name": "no-such-codec"}}, "unknown codec"),
+        ({"codec": {"name": "no-such-codec", "mode": "lossless"}}, "unknown codec"),
         ({"codec": "jpegls"}, "codec"),
     ],
 )
@@ -277,6 +284,131 @@ _FUZZ_SEEDS = [
                                attachments={"dicom/0": b"abc"})),
     medcodec.compress(MedImage(random_image((3, 3), 32, False), bits_stored=32)),
 ]
+
+
+# ---------------------------------------------------------------------------------------------
+# structure-aware fuzzing: edit header fields (types, values, nesting), recompute every CRC
+
+_HEADER_SEEDS = [
+    _FUZZ_SEEDS[0],
+    _FUZZ_SEEDS[2],
+    _FUZZ_SEEDS[3],
+    medcodec.compress(MedImage(
+        np.stack([smooth_image((6, 7), 12, seed=s) for s in range(3)]).astype(np.int16) - 1024,
+        bits_stored=12, rescale_intercept=-1024.0, modality="CT", pixel_spacing=(0.7, 0.7),
+        orientation=(1, 0, 0, 0, 1, 0), slice_positions=[[0, 0, z] for z in range(3)],
+        meta={"dicom_layout": "files", "dicom_filenames": ["a.dcm", "b.dcm", "c.dcm"],
+              "itk_spacing": [1.0, 1.0, 2.0], "itk_metadata": {"Comment": "x"}},
+        attachments={"dicom/0": b"a", "dicom/1": b"b", "dicom/2": b"c"})),
+    medcodec.compress(np.stack([smooth_image((6, 7), 10, seed=s) for s in range(2)]),
+                      codec="medcodec", inter_slice=2),
+]
+
+_SPECIAL = st.sampled_from([2**63, -(2**63), 2**64, 2**32, 2**31, -1, 0, 1, 2, 16, 17, 65536,
+                            70000, 1 << 28, "int16", "uint8", "float64", "O", "../x", "/abs",
+                            "", "jpegls", "deflate", "medcodec", "lossy", "near-lossless",
+                            "MONOCHROME1", "files", "multiframe", "MCP", "0" * 64])
+_JSON = st.recursive(
+    st.none() | st.booleans() | _SPECIAL | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=6),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner,
+                                                                max_size=3),
+    max_leaves=8)
+_RAW = ["[" * 3000 + "]" * 3000, "9" * 5000, "NaN", "-Infinity", "1e999", '"\\ud800"',
+        '{"a":' * 600 + "1" + "}" * 600]
+
+
+def _nodes(value):
+    """Every (parent, key) position in a JSON tree."""
+    out = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            out.append((value, key))
+            out.extend(_nodes(item))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            out.append((value, index))
+            out.extend(_nodes(item))
+    return out
+
+
+def _edit_header(data: st.DataObject, header: dict) -> str | None:
+    """Apply 1-3 random edits; returns a raw JSON value to splice in, if one was drawn."""
+    raw = None
+    for _ in range(data.draw(st.integers(1, 3))):
+        nodes = _nodes(header)
+        parent, key = data.draw(st.sampled_from(nodes))
+        kind = data.draw(st.sampled_from(["replace", "replace", "delete", "add", "swap", "raw"]))
+        if kind == "replace":
+            parent[key] = data.draw(_JSON)
+        elif kind == "delete":
+            del parent[key]
+        elif kind == "add":
+            target = parent[key]
+            if isinstance(target, dict):
+                target[data.draw(st.text(max_size=8))] = data.draw(_JSON)
+            elif isinstance(target, list):
+                target.append(copy.deepcopy(target[0]) if target else data.draw(_JSON))
+            else:
+                parent[key] = [target, target]
+        elif kind == "swap":
+            other_parent, other_key = data.draw(st.sampled_from(nodes))
+            parent[key] = copy.deepcopy(other_parent[other_key])
+        else:
+            parent[key] = "__RAW__"
+            raw = data.draw(st.sampled_from(_RAW))
+    return raw
+
+
+def _fuzz_container(data: st.DataObject) -> bytes:
+    stream = data.draw(st.sampled_from(_HEADER_SEEDS))
+    container = open_container(stream)
+    header = copy.deepcopy(container.header)
+    chunks = [container.reader.read_chunk(i) for i in range(len(container.reader.entries))]
+    raw = _edit_header(data, header)
+    img = header.get("image")
+    if data.draw(st.booleans()) and isinstance(img, dict):  # reach past the layout check
+        with contextlib.suppress(Exception):
+            img["layout_crc32"] = layout_crc32(img["dtype"], img["slices"], img["rows"],
+                                               img["cols"])
+    if data.draw(st.integers(0, 5)) == 0 and chunks:
+        chunks = data.draw(st.sampled_from([chunks[:-1], chunks + chunks[-1:], chunks[::-1]]))
+    if raw is None:
+        return pack(header, chunks)
+    # the raw JSON text in place of the marker; chunk offsets and CRCs computed for it
+    header["n_chunks"] = len(chunks)
+    text = json.dumps(header, sort_keys=True).replace('"__RAW__"', raw, 1).encode()
+    start = 20 + len(text) + 20 * len(chunks) + 4
+    table = b""
+    for chunk in chunks:
+        table += struct.pack("<QQI", start, len(chunk), zlib.crc32(chunk))
+        start += len(chunk)
+    return b"".join([MAGIC, struct.pack("<HHII", 1, 0, len(text), zlib.crc32(text)), text,
+                     table, struct.pack("<I", zlib.crc32(table)), *chunks])
+
+
+@settings(max_examples=200, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(st.data())
+def test_fuzz_header_fields(data: st.DataObject) -> None:
+    """Edited header fields with every CRC recomputed: a MedcodecError or an image, nothing
+    else; through the command line, one clean error line and no output, or a complete output."""
+    forged = _fuzz_container(data)
+    with contextlib.suppress(MedcodecError):
+        decompress(forged)
+    suffix = data.draw(st.sampled_from([".npy", ".nii", ".tiff", ".mha"]))
+    with tempfile.TemporaryDirectory() as folder:
+        source, target = Path(folder) / "in.mdcx", Path(folder) / f"out{suffix}"
+        source.write_bytes(forged)
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            code = main(["decompress", "-q", str(source), "-o", str(target)])
+        assert "internal error" not in err.getvalue(), err.getvalue()
+        if code:
+            assert err.getvalue().count("\n") == 1, err.getvalue()
+            assert sorted(p.name for p in Path(folder).iterdir()) == ["in.mdcx"]
+        else:
+            assert sorted(p.name for p in Path(folder).iterdir()) == ["in.mdcx", target.name]
 
 
 @pytest.mark.parametrize("codec", ["jpeg2000", "auto"])

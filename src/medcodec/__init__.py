@@ -26,6 +26,7 @@ from medcodec.errors import (
     InputError,
     MedcodecError,
     OutputError,
+    SettingError,
     UnsupportedError,
 )
 from medcodec.image import MedImage
@@ -81,6 +82,7 @@ __all__ = [
     "MedImage",
     "MedcodecError",
     "OutputError",
+    "SettingError",
     "UnsupportedError",
     "__version__",
     "compress",

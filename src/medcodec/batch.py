@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from medcodec._fs import inside
 from medcodec.errors import InputError, MedcodecError, OutputError
 
 MANIFEST_NAME = "manifest.csv"
@@ -114,8 +115,42 @@ class BatchSummary:
 
 
 def _safe_name(text: str) -> str:
-    keep = "".join(c if c.isalnum() or c in "._-" else "_" for c in text)
-    return keep.strip(".") or "series"
+    """A file-name stem from header text (a SeriesInstanceUID): data, never a path."""
+    keep = "".join(c if (c.isascii() and c.isalnum()) or c in "._-" else "_" for c in text)
+    return keep.strip(".")[:120].strip(".") or "series"
+
+
+def extra_output(output: str, index: int) -> str:
+    """Where image ``index`` (from 1) of a unit that yields several images goes."""
+    stem = output[: -len(".mdcx")] if output.endswith(".mdcx") else output
+    return output if index == 0 else f"{stem}-{index + 1}.mdcx"
+
+
+def _unique_outputs(units: list[Unit]) -> list[Unit]:
+    """Give every unit outputs no other unit writes (a series may yield one image per file).
+
+    File units mirror their input's relative path, which is unique; series outputs come from a
+    header value, so two series (or a series and a file) could otherwise get the same name and
+    one output would silently replace the other.
+    """
+    from dataclasses import replace
+
+    taken = {u.output.casefold() for u in units if u.kind == "file"}
+    out = []
+    for unit in units:
+        if unit.kind != "series":
+            out.append(unit)
+            continue
+        stem, n = unit.output[: -len(".mdcx")], 1
+        while True:
+            candidate = f"{stem}.mdcx" if n == 1 else f"{stem}_{n}.mdcx"
+            names = [extra_output(candidate, i).casefold() for i in range(len(unit.paths))]
+            if not taken.intersection(names):
+                break
+            n += 1
+        taken.update(names)
+        out.append(replace(unit, output=candidate))
+    return out
 
 
 def _series_key(path: Path) -> tuple[str, bool] | None:
@@ -174,6 +209,7 @@ def discover(in_root: str | os.PathLike[str], per: str = "series") -> list[Unit]
         prefix = "" if rel_folder == "." else f"{rel_folder}/"
         units.append(Unit(f"{prefix}series:{uid}", "series", tuple(str(p) for p in sorted(paths)),
                           f"{prefix}{_safe_name(uid)}.mdcx", sum(p.stat().st_size for p in paths)))
+    units = _unique_outputs(sorted(units, key=lambda u: u.id))
     units.sort(key=lambda u: (-u.size, u.id))
     ids = [u.id for u in units]
     if len(set(ids)) != len(ids):
@@ -227,8 +263,10 @@ def process_unit(unit: Unit, out_root: str, settings: BatchSettings) -> dict[str
         outputs, hashes, sha1s = [], [], []
         slices = raw = out_bytes = pixels = max_error = 0
         codec_names = set()
+        if len(images) > max(1, len(unit.paths)):
+            raise InputError(f"{unit.id}: {len(images)} images from {len(unit.paths)} files")
         for index, image in enumerate(images):
-            rel = unit.output if index == 0 else unit.output.replace(".mdcx", f"-{index + 1}.mdcx")
+            rel = extra_output(unit.output, index)
             target = Path(out_root) / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             data = compress(image, codec=settings.codec, mode=settings.mode,
@@ -311,8 +349,8 @@ def _intact(out_root: Path, row: dict[str, str]) -> bool:
     if not outputs or len(outputs) != len(hashes):
         return False
     for rel, digest in zip(outputs, hashes, strict=True):
-        target = out_root / rel
-        if not target.is_file() or _sha256(target) != digest:
+        target = inside(out_root, rel)  # a manifest is data: its paths stay under OUT_ROOT
+        if target is None or not target.is_file() or _sha256(target) != digest:
             return False
     return True
 

@@ -29,3 +29,7 @@ class CodecUnavailableError(MedcodecError):
 
 class OutputError(MedcodecError):
     """The output cannot be written (it exists and --force was not given, bad folder, ...)."""
+
+
+class SettingError(MedcodecError):
+    """An environment variable or setting holds a value medcodec cannot use."""

@@ -10,6 +10,7 @@ machine, another library build) is reported instead of returning silent garbage.
 from __future__ import annotations
 
 import io
+import math
 import os
 import zlib
 from collections.abc import Callable, Iterable
@@ -22,10 +23,33 @@ import numpy as np
 from medcodec import __version__, codecs
 from medcodec.codecs.base import Codec, CodingSpec, Mode, unsigned_dtype
 from medcodec.codecs.rate import rate_search
-from medcodec.container import ContainerReader, pack, pack_attachments, unpack_attachments
-from medcodec.errors import CorruptStreamError, InputError, MedcodecError
+from medcodec.container import (
+    ContainerReader,
+    attachments_size,
+    pack,
+    pack_attachments,
+    unpack_attachments,
+)
+from medcodec.container.schema import (
+    MAX_SIDE,
+    MAX_SLICE_PIXELS,
+    MAX_SLICES,
+    HeaderError,
+    attachment_limit,
+    decode_limit,
+    decoded_bytes,
+    layout_crc32,
+    validate_header,
+    validate_image,
+)
+from medcodec.errors import (
+    CodecUnavailableError,
+    CorruptStreamError,
+    InputError,
+    MedcodecError,
+    UnsupportedError,
+)
 from medcodec.image import (
-    SUPPORTED_DTYPES,
     MedImage,
     image_facts,
     image_from_facts,
@@ -33,10 +57,8 @@ from medcodec.image import (
     value_range_bits,
 )
 
-#: Largest slice the decoder will allocate (rows * cols); 2**28 pixels = 1 GiB at 32 bits.
-MAX_SLICE_PIXELS = 1 << 28
-MAX_SLICES = 1 << 20
-MAX_SIDE = 1 << 16
+__all__ = ["MAX_SIDE", "MAX_SLICES", "MAX_SLICE_PIXELS", "ContainerFile", "compress",
+           "decompress", "open_container", "pixel_crc32"]
 
 ProgressFn = Callable[[int], None]
 
@@ -101,7 +123,14 @@ def _encode_slice_full(codec: Codec, pixels: np.ndarray, spec: CodingSpec, verif
         chosen = rate_search(bpp_at, codec.knob, target_bpp).setting
         spec = CodingSpec(Mode.LOSSY, 0, chosen)
     context = {} if previous is None else {"previous": previous.astype(np.int64) - low}
-    data = codec.encode(shifted, bits, spec, **context)
+    try:
+        data = codec.encode(shifted, bits, spec, **context)
+    except (MedcodecError, MemoryError, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # a library's own limit we did not know of: still one clear line
+        raise CodecUnavailableError(
+            f"codec {codec.name} cannot code this {shifted.shape[0]}x{shifted.shape[1]} "
+            f"{bits}-bit slice ({type(exc).__name__}: {exc})") from exc
     decoded = _restore(codec.decode(data, shifted.shape, bits, **context), low, bits,
                        pixels.dtype, clip)
     error = int(np.max(np.abs(decoded.astype(np.int64) - pixels.astype(np.int64)), initial=0))
@@ -118,17 +147,72 @@ def _encode_slice_full(codec: Codec, pixels: np.ndarray, spec: CodingSpec, verif
 def _restore(decoded: np.ndarray, shift: int, bits: int, dtype: np.dtype,
              clip: tuple[int, int] | None = None) -> np.ndarray:
     """Undo the shift, clamping to the coded range so lossy overshoot cannot wrap around, and
-    to ``clip`` (the image's stored value range) so nothing lands outside BitsStored."""
-    values = np.clip(np.asarray(decoded).astype(np.int64), 0, (1 << bits) - 1) + shift
+    to ``clip`` (the image's stored value range) so nothing lands outside BitsStored.
+
+    When nothing needs clamping (the decoder kept to ``bits`` bits and ``shift + max`` stays
+    in the allowed range), the shift is added in the pixel type itself: exact in its modular
+    arithmetic, and no int64 copies of a large slice. Otherwise values are clamped in int64,
+    row block by row block.
+    """
     info = np.iinfo(dtype)
     low, high = clip if clip is not None else (info.min, info.max)
-    return np.clip(values, max(low, info.min), min(high, info.max)).astype(dtype)
+    low, high = max(low, info.min), min(high, info.max)
+    top = (1 << bits) - 1
+    decoded = np.asarray(decoded)
+    peak = int(decoded.max(initial=0)) if decoded.dtype.kind == "u" else top + 1
+    if peak <= top and low <= shift and shift + peak <= high:
+        if decoded.dtype.itemsize == dtype.itemsize and decoded.flags.writeable:
+            plane = decoded.view(dtype)  # the decoder's own buffer: no copy
+        else:
+            plane = decoded.astype(dtype, casting="unsafe")
+        if shift:
+            np.add(plane, np.array(shift).astype(dtype), out=plane)  # wraps back into range
+        return plane
+    out = np.empty(decoded.shape, dtype=dtype)
+    flat_in = decoded.reshape(decoded.shape[0], -1) if decoded.ndim else decoded.reshape(1, 1)
+    flat_out = out.reshape(flat_in.shape)
+    step = max(1, (1 << 22) // max(1, flat_in.shape[1]))  # about 32 MiB of int64 at a time
+    for start in range(0, flat_in.shape[0], step):
+        block = np.clip(flat_in[start : start + step].astype(np.int64), 0, top) + shift
+        flat_out[start : start + step] = np.clip(block, low, high)
+    return out
 
 
 def _image_header(image: MedImage) -> dict[str, Any]:
-    return {"slices": image.n_slices, "rows": image.rows, "cols": image.cols,
-            "dtype": image.pixels.dtype.name, **image_facts(image),
-            "value_range": list(stored_value_range(image))}
+    dtype = image.pixels.dtype.name
+    return {"slices": image.n_slices, "rows": image.rows, "cols": image.cols, "dtype": dtype,
+            "layout_crc32": layout_crc32(dtype, image.n_slices, image.rows, image.cols),
+            **image_facts(image), "value_range": list(stored_value_range(image))}
+
+
+def _label(image: MedImage) -> str:
+    return f"{image.source_path}: " if image.source_path else ""
+
+
+def _refuse(image: MedImage, problem: str) -> UnsupportedError:
+    return UnsupportedError(f"{_label(image)}a medcodec container cannot hold this image: "
+                            f"{problem}; nothing was written")
+
+
+def check_storable(image: MedImage) -> dict[str, Any]:
+    """The ``image`` header section of ``image``, checked with the reader's own rules.
+
+    Runs before any coding, so an image the reader would refuse (too large, empty, a field of
+    the wrong shape) fails at once, naming the input, instead of after minutes of encoding.
+    """
+    if image.pixels.size == 0:
+        raise _refuse(image, f"it is empty (shape {'x'.join(map(str, image.pixels.shape))})")
+    try:
+        section = validate_image(_image_header(image))
+    except HeaderError as exc:
+        raise _refuse(image, exc.detail) from None
+    if image.attachments:
+        size, limit = attachments_size(image.attachments), attachment_limit(image.n_slices)
+        if size > limit:
+            raise _refuse(image, f"its side data (source headers) is {size} bytes, more than "
+                                 f"the {limit} bytes a container of {image.n_slices} slice(s) "
+                                 "may carry")
+    return section
 
 
 def compress(
@@ -152,17 +236,19 @@ def compress(
     decodes from the key slice before the one asked for).
     """
     if inter_slice is not None and not 1 <= inter_slice <= MAX_SLICES:
-        raise MedcodecError(f"--inter-slice must be at least 1, got {inter_slice}")
+        raise MedcodecError(f"--inter-slice must be from 1 to {MAX_SLICES}, got {inter_slice}")
     if bpp is not None:
         if mode != Mode.LOSSY.value or quality is not None:
             raise MedcodecError("--bpp needs --mode lossy and no --quality")
-        if not bpp > 0:
-            raise MedcodecError(f"--bpp must be positive, got {bpp}")
+        if not (bpp > 0 and math.isfinite(bpp)):
+            raise MedcodecError(f"--bpp must be a positive number, got {bpp}")
         spec = CodingSpec(Mode.LOSSY, 0, 0.0)  # the per-slice search replaces the quality
     else:
         spec = make_spec(mode, max_error, quality)
+    image_section = check_storable(image)  # the reader's limits, before any coding
     bits = value_range_bits(int(image.pixels.min()), int(image.pixels.max()))
     chosen = codecs.choose(codec, bits, spec)
+    chosen.check_shape(image.rows, image.cols)
     if bpp is not None and chosen.knob is None:
         raise MedcodecError(f"codec {chosen.name} has no quality knob to search for --bpp")
     supports = getattr(chosen, "supports_previous", None)
@@ -184,9 +270,9 @@ def compress(
         "writer": f"medcodec {__version__}",
         "codec": {"name": chosen.name, "version": chosen.version(), **spec.as_dict(),
                   **({"quality": None, "target_bpp": bpp} if bpp is not None else {}),
-                  "weights_sha256": getattr(chosen, "weights_sha256", None),
+                  "weights_sha256": _weights_digests(chosen, chunks),
                   "dicom_method": chosen.dicom_method},
-        "image": _image_header(image),
+        "image": image_section,
         "slices": records,
         "inter_slice": inter_slice,
         "original_bytes": int(image.pixels.nbytes),
@@ -195,67 +281,72 @@ def compress(
     if image.attachments:
         header["attachments"] = {"chunk": len(chunks), "names": list(image.attachments)}
         chunks.append(pack_attachments(image.attachments))
-    return pack(header, chunks)
+    try:
+        data = pack(header, chunks)
+        ContainerFile(io.BytesIO(data), "<new container>")  # exactly what a reader checks
+    except (HeaderError, CorruptStreamError, ValueError) as exc:
+        raise _refuse(image, getattr(exc, "detail", str(exc))) from None
+    return data
+
+
+def _weights_digests(codec: Codec, chunks: list[bytes]) -> dict[str, str] | None:
+    """``codec.weights_sha256``: the full SHA-256 of the weights behind each stream kind."""
+    if not codec.uses_weights:
+        return None
+    digests: dict[str, str] = {}
+    for chunk in chunks:
+        kind, digest = codec.weights_of(chunk)  # type: ignore[attr-defined]
+        if digests.setdefault(kind, digest) != digest:
+            raise MedcodecError(f"slices of one container were coded with two different {kind} "
+                                "weights files")
+    return digests
 
 
 # --------------------------------------------------------------------------------------------
 # Decoding
 
 
-def _need(condition: bool, message: str) -> None:
-    if not condition:
-        raise CorruptStreamError(message)
-
-
-def _validate(header: dict[str, Any], n_chunks: int) -> None:
-    """Check every header field the decoder relies on before anything is allocated."""
-    img = header.get("image")
-    _need(isinstance(img, dict), "header has no image description")
-    for key, limit in (("slices", MAX_SLICES), ("rows", MAX_SIDE), ("cols", MAX_SIDE)):
-        value = img.get(key)
-        _need(isinstance(value, int) and 1 <= value <= limit,
-              f"header {key} = {value!r} is out of range")
-    _need(img["rows"] * img["cols"] <= MAX_SLICE_PIXELS,
-          f"header slice size {img['rows']}x{img['cols']} is larger than allowed")
-    _need(img.get("dtype") in SUPPORTED_DTYPES, f"header dtype {img.get('dtype')!r} is invalid")
-    slices = header.get("slices")
-    _need(isinstance(slices, list) and len(slices) == img["slices"],
-          "header slice table does not match the slice count")
-    _need(n_chunks >= img["slices"], "container has fewer chunks than slices")
-    itemsize_bits = np.dtype(img["dtype"]).itemsize * 8
-    for record in slices:
-        _need(isinstance(record, dict) and all(
-            isinstance(record.get(k), int) for k in ("shift", "bits", "max_abs_err", "crc32")),
-              "header slice record is malformed")
-        _need(1 <= record["bits"] <= itemsize_bits, "header slice bit depth is out of range")
-    codec = header.get("codec")
-    _need(isinstance(codec, dict) and isinstance(codec.get("name"), str),
-          "header names no codec")
-    inter = header.get("inter_slice")
-    _need(inter is None or (isinstance(inter, int) and 1 <= inter <= MAX_SLICES),
-          "header inter_slice is invalid")
-    clip = img.get("value_range")
-    _need(clip is None or (isinstance(clip, list) and len(clip) == 2
-                           and all(isinstance(v, int) and not isinstance(v, bool)
-                                   and abs(v) <= 1 << 32 for v in clip)
-                           and clip[0] <= clip[1]), "header image.value_range is invalid")
-
-
 class ContainerFile:
-    """An open container: header facts, and any slice decoded on demand."""
+    """An open container: header facts, and any slice decoded on demand.
+
+    Opening validates the whole header against the format's schema, then checks that the
+    codec can carry what the header claims and that the chunks can plausibly hold the pixels
+    it promises, all before anything is decoded or allocated.
+    """
 
     def __init__(self, stream: BinaryIO, name: str = "<stream>") -> None:
         self.name = name
         self.reader = ContainerReader(stream, name)
         self.header = self.reader.header
-        _validate(self.header, len(self.reader.entries))
+        validate_header(self.header, len(self.reader.entries))
         info = self.header["codec"]
         self.codec = codecs.get(info["name"])
         self.dtype = np.dtype(self.header["image"]["dtype"])
         self.key_interval: int | None = self.header.get("inter_slice")
         clip = self.header["image"].get("value_range")  # absent in streams before 0.2
         self.clip: tuple[int, int] | None = None if clip is None else (clip[0], clip[1])
+        if (self.key_interval or 1) > 1 and not getattr(self.codec, "uses_previous", False):
+            raise HeaderError("inter_slice", f"= {self.key_interval}, but codec {self.codec.name} "
+                              "codes every slice alone (it takes no previous slice)")
+        self._weights = info.get("weights_sha256") if self.codec.uses_weights else None
+        self._check_plausible()
         self._last: tuple[int, np.ndarray] | None = None  # for sequential inter-slice decoding
+
+    def _check_plausible(self) -> None:
+        """Refuse a shape the chunks cannot hold, before anything is allocated for it."""
+        rows, cols = self.shape
+        for index, record in enumerate(self.header["slices"]):
+            length = self.reader.entries[index].length
+            floor = self.codec.min_chunk_bytes(rows, cols, record["bits"])
+            if length < floor:
+                raise HeaderError(
+                    f"slices[{index}]", f"is a {length}-byte {self.codec.name} chunk, which "
+                    f"cannot hold a {rows}x{cols} slice (at least {floor} bytes)")
+        total = decoded_bytes(self.header["image"])
+        if total > decode_limit(self.reader.size):
+            raise HeaderError(
+                "image", f"promises {total} bytes of pixels from a {self.reader.size}-byte file, "
+                "more than any real image expands (a decompression bomb?)")
 
     @property
     def n_slices(self) -> int:
@@ -283,8 +374,10 @@ class ContainerFile:
     def _decode_one(self, index: int, previous: np.ndarray | None) -> np.ndarray:
         record = self.header["slices"][index]
         data = self.reader.read_chunk(index)
-        context = {} if previous is None else \
+        context: dict[str, Any] = {} if previous is None else \
             {"previous": previous.astype(np.int64) - record["shift"]}
+        if self._weights is not None:
+            context["weights_sha256"] = self._weights
         decoded = self.codec.decode(data, self.shape, record["bits"], **context)
         pixels = _restore(decoded, record["shift"], record["bits"], self.dtype, self.clip)
         if pixel_crc32(pixels) != record["crc32"]:
@@ -298,19 +391,23 @@ class ContainerFile:
         info = self.header.get("attachments")
         if not info:
             return {}
-        _need(isinstance(info, dict) and isinstance(info.get("chunk"), int),
-              "attachment entry is malformed")
-        return unpack_attachments(self.reader.read_chunk(info["chunk"]))
+        return unpack_attachments(self.reader.read_chunk(info["chunk"]), info["names"],
+                                  attachment_limit(self.n_slices))
 
     def image(self, slices: Iterable[int] | None = None,
               progress: ProgressFn | None = None) -> MedImage:
         indices = list(range(self.n_slices)) if slices is None else list(slices)
         rows, cols = self.shape
-        pixels = np.empty((len(indices), rows, cols), dtype=self.dtype)
+        pixels = None
         for out_index, index in enumerate(indices):
-            pixels[out_index] = self.decode_slice(index)
+            plane = self.decode_slice(index)
+            if pixels is None:  # allocated once a first slice has really decoded
+                pixels = np.empty((len(indices), rows, cols), dtype=self.dtype)
+            pixels[out_index] = plane
             if progress:
                 progress(1)
+        if pixels is None:
+            pixels = np.empty((0, rows, cols), dtype=self.dtype)
         img = self.header["image"]
         attachments = self.attachments()
         meta = dict(img.get("meta") or {})

@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from medcodec._fs import atomic_path
+from medcodec._fs import atomic_path, child_path
 from medcodec.errors import InputError, MedcodecError, OutputError, UnsupportedError
 
 #: --to name -> (lossless UID, lossy/near-lossless UID, Lossy Image Compression Method term).
@@ -726,7 +726,16 @@ def _job_datasets(job: _Job) -> list[tuple[Path, Any]]:
     if job.dest_is_file and job.dest.suffix:
         raise OutputError(f"{job.dest}: {job.source} holds {len(pairs)} DICOM files; give a "
                           "folder as output")
-    return [(job.dest / name, ds) for name, ds in pairs]
+    # the names come from the container: data, never paths (plain names, each once)
+    out, seen = [], set()
+    for name, ds in pairs:
+        dest = child_path(job.dest, name, f"DICOM file name in {job.source}")
+        if name.casefold() in seen:
+            raise OutputError(f"{job.dest}: {job.source} names the DICOM file {name!r} twice; "
+                              "nothing of it was written")
+        seen.add(name.casefold())
+        out.append((dest, ds))
+    return out
 
 
 def transcode(inputs: Iterable[str | os.PathLike[str]], output: str | os.PathLike[str],
@@ -739,7 +748,11 @@ def transcode(inputs: Iterable[str | os.PathLike[str]], output: str | os.PathLik
             raise OutputError(f"{job.dest}: output exists (use --force to overwrite)")
     results = []
     for job in jobs:
-        for dest, ds in _job_datasets(job):
+        pairs = _job_datasets(job)
+        for dest, _ in pairs:  # a container's files: all or none refused for existing
+            if dest.exists() and not force:
+                raise OutputError(f"{dest}: output exists (use --force to overwrite)")
+        for dest, ds in pairs:
             blob, result = transcode_dataset(ds, options, source=str(job.source))
             dest.parent.mkdir(parents=True, exist_ok=True)
             with atomic_path(dest, force) as tmp:

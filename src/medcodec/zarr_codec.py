@@ -39,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import math
 import os
 import struct
 from collections.abc import Mapping
@@ -51,7 +52,13 @@ from numcodecs.registry import register_codec
 
 from medcodec import codecs
 from medcodec.codecs.base import Codec, CodingSpec
-from medcodec.errors import CodecUnavailableError, CorruptStreamError, MedcodecError
+from medcodec.container.schema import decode_limit
+from medcodec.errors import (
+    CodecUnavailableError,
+    CorruptStreamError,
+    MedcodecError,
+    OutputError,
+)
 from medcodec.image import MedImage, image_facts, image_from_facts
 
 _MAGIC = b"MDZ1"
@@ -75,7 +82,11 @@ def resolve_codec(name: str) -> Codec:
             raise
     import importlib
     import inspect
+    import re
 
+    if not re.fullmatch(r"[a-z][a-z0-9_]{0,63}", name):  # a chunk's text, never a module path
+        raise CodecUnavailableError(
+            f"unknown codec {name[:40]!r}; known codecs: {', '.join(codecs.names())}")
     try:
         module = importlib.import_module(f"medcodec.codecs.{name}")
     except ImportError:
@@ -160,15 +171,25 @@ class MedcodecCodec(_NumcodecsCodec):
         size = data[4]
         try:
             header = json.loads(bytes(data[5 : 5 + size]))
-            dtype = np.dtype(header["dtype"])
+            dtype = np.dtype(str(header["dtype"]))
             shape = tuple(int(n) for n in header["shape"])
             codec = resolve_codec(str(header["codec"]))
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:
             raise CorruptStreamError(f"medcodec Zarr chunk header is damaged ({exc})") from None
-        if len(shape) < 2 or min(shape) < 1 or shape[-2] * shape[-1] > _MAX_PLANE_PIXELS:
+        if dtype.kind not in "ui" or dtype.itemsize > 4:
+            raise CorruptStreamError(f"medcodec Zarr chunk dtype {dtype} is invalid")
+        if (not 2 <= len(shape) <= 32 or min(shape) < 1 or max(shape) > 1 << 32
+                or shape[-2] * shape[-1] > _MAX_PLANE_PIXELS):
             raise CorruptStreamError(f"medcodec Zarr chunk shape {shape} is invalid")
         rows, cols = shape[-2], shape[-1]
-        n_planes = int(np.prod(shape[:-2], dtype=np.int64))
+        n_planes = math.prod(shape[:-2])
+        total = n_planes * rows * cols * dtype.itemsize
+        if n_planes > len(data) or total > decode_limit(len(data)):
+            raise CorruptStreamError(f"medcodec Zarr chunk of {len(data)} bytes cannot hold "
+                                     f"shape {shape}")
+        if out is not None and np.asarray(out).nbytes != total:
+            raise CorruptStreamError(f"medcodec Zarr chunk of shape {shape} does not fit the "
+                                     "array's chunk")
         pos = 5 + size
         records = []
         for _ in range(n_planes):
@@ -262,6 +283,8 @@ def to_zarr(image: MedImage, store: Any, codec: str = "auto", mode: str = "lossl
     shape = image.pixels.shape
     common = {"shape": shape, "chunks": (1, *shape[1:]), "dtype": image.pixels.dtype,
               "fill_value": 0, "overwrite": overwrite, "zarr_format": zarr_format}
+    if not overwrite and isinstance(store, str | os.PathLike) and os.path.exists(store):
+        raise OutputError(f"{store}: output exists (use overwrite=True to replace it)")
     if zarr_format == 2:
         array = zarr.create_array(store, compressors=compressor, **common)
     else:

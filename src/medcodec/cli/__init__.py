@@ -137,6 +137,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "bench": commands.bench,
     }[args.command]
     try:
+        from medcodec.models.threads import threads_from_environment
+
+        threads_from_environment()  # a bad MEDCODEC_THREADS is blamed by name, up front
         return handler(args) or 0
     except MedcodecError as exc:
         if debug:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -82,10 +84,16 @@ def _max_error_from_hu(image: MedImage, hu: float, mode: str) -> int:
     return units
 
 
+def _named(exc: MedcodecError, source: str | None) -> MedcodecError:
+    """``exc`` with the input's name in front, unless the message already names it."""
+    if not source or str(exc).startswith(source):
+        return exc
+    return type(exc)(f"{source}: {exc}")
+
+
 def compress(args: argparse.Namespace) -> int:
-    from medcodec._fs import atomic_write_bytes, check_writable
+    from medcodec._fs import check_writable
     from medcodec.io import read_all
-    from medcodec.pipeline import compress as compress_image
 
     kwargs = _coding_kwargs(args)
     output = Path(args.output)
@@ -98,10 +106,16 @@ def compress(args: argparse.Namespace) -> int:
     second = next(images, None)
     many = second is not None or output.is_dir() or args.output.endswith(("/", os.sep))
     _check_container_name(output, many)
+    created = False
     if many:
         if output.exists() and not output.is_dir():
             raise OutputError(f"{output}: several images need an output folder, this is a file")
-        output.mkdir(parents=True, exist_ok=True)
+        created = not output.exists()
+        try:
+            output.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"{output}: cannot make the output folder "
+                              f"({exc.strerror or exc})") from None
     else:
         check_writable(output, args.force)
 
@@ -111,30 +125,49 @@ def compress(args: argparse.Namespace) -> int:
             yield second
             yield from images
 
-    taken: set[str] = set()
-    total_in = total_out = 0
-    for image in all_images():
-        target = output / _output_name(image, taken) if many else output
-        _working_on(image.source_path)
-        check_writable(target, args.force)
-        if getattr(args, "max_error_hu", None) is not None:
-            kwargs["max_error"] = _max_error_from_hu(image, args.max_error_hu, args.mode)
-        with _progress(image.n_slices, target.name, args.quiet) as bar:
-            data = compress_image(image, progress=bar.update, **kwargs)
-        atomic_write_bytes(target, data, force=args.force)
-        total_in += image.pixels.size
-        total_out += len(data)
-        _report_compressed(image, target, data)
+    try:
+        _compress_all(all_images(), output, many, kwargs, args)
+    except BaseException:
+        if created:  # a folder this run made and left empty goes too
+            with contextlib.suppress(OSError):
+                output.rmdir()
+        raise
     _working_on(None)
     if passed_over:
         print(f"note: {len(passed_over)} DICOM file(s) without pixel data (DICOMDIR, reports, "
               f"RT objects) were passed over, e.g. {passed_over[0]}", file=sys.stderr)
-    if many:
-        print(f"total: {8 * total_out / max(1, total_in):.3f} bpp over {total_in} pixels")
     return 0
 
 
-def _report_compressed(image: MedImage, target: Path, data: bytes) -> None:
+def _compress_all(images: Any, output: Path, many: bool, kwargs: dict[str, Any],
+                  args: argparse.Namespace) -> None:
+    from medcodec._fs import atomic_write_bytes, check_writable
+    from medcodec.pipeline import compress as compress_image
+
+    taken: set[str] = set()
+    total_in = total_out = 0
+    for image in images:
+        target = output / _output_name(image, taken) if many else output
+        _working_on(image.source_path)
+        check_writable(target, args.force)
+        try:
+            if getattr(args, "max_error_hu", None) is not None:
+                kwargs["max_error"] = _max_error_from_hu(image, args.max_error_hu, args.mode)
+            with _progress(image.n_slices, target.name, args.quiet) as bar:
+                data = compress_image(image, progress=bar.update, **kwargs)
+            report = _report_compressed(image, target, data)  # before writing: cannot fail after
+        except MedcodecError as exc:
+            raise _named(exc, image.source_path) from None
+        atomic_write_bytes(target, data, force=args.force)
+        report()
+        total_in += image.pixels.size
+        total_out += len(data)
+    if many:
+        print(f"total: {8 * total_out / max(1, total_in):.3f} bpp over {total_in} pixels")
+
+
+def _report_compressed(image: MedImage, target: Path, data: bytes) -> Callable[[], None]:
+    """The lines that report a compressed image, ready to print once it is written."""
     from medcodec.io.dicom import NOTES_KEY
     from medcodec.pipeline import open_container
 
@@ -145,15 +178,20 @@ def _report_compressed(image: MedImage, target: Path, data: bytes) -> None:
     coded = sum(e.length for e in container.reader.entries[: image.n_slices])
     bpp = 8 * len(data) / image.pixels.size
     mode = codec["mode"] + (f" (D={codec['max_error']})" if codec.get("max_error") else "")
-    print(f"{target}: {image.describe()} -> {codec['name']} {mode}, {len(data)} bytes, "
-          f"{bpp:.3f} bpp (pixels {8 * coded / image.pixels.size:.3f} bpp + "
-          f"{len(data) - coded} bytes of headers and source metadata), "
-          f"ratio {image.pixels.nbytes / len(data):.2f}:1, max error {max(errors)}")
-    for note in image.meta.get(NOTES_KEY, [])[:5]:
-        print(f"  note: {note}", file=sys.stderr)
+    line = (f"{target}: {image.describe()} -> {codec['name']} {mode}, {len(data)} bytes, "
+            f"{bpp:.3f} bpp (pixels {8 * coded / image.pixels.size:.3f} bpp + "
+            f"{len(data) - coded} bytes of headers and source metadata), "
+            f"ratio {image.pixels.nbytes / len(data):.2f}:1, max error {max(errors)}")
+    notes = [f"  note: {note}" for note in image.meta.get(NOTES_KEY, [])[:5]]
     if len(image.meta.get(NOTES_KEY, [])) > 5:
-        print(f"  ... {len(image.meta[NOTES_KEY]) - 5} more notes: medcodec info {target}",
-              file=sys.stderr)
+        notes.append(f"  ... {len(image.meta[NOTES_KEY]) - 5} more notes: medcodec info {target}")
+
+    def report() -> None:
+        print(line)
+        for note in notes:
+            print(note, file=sys.stderr)
+
+    return report
 
 
 def _parse_slices(text: str | None, n: int) -> list[int] | None:

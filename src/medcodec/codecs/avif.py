@@ -43,6 +43,7 @@ class AvifCodec(ImagecodecsCodec):
     max_bits = 12
     knob = Knob("quality", 0, 99, rate_increases=True, integer=True)
     dicom_method = None  # DICOM has no AV1 defined term for (0028,2114)
+    max_side = 32768  # libavif refuses larger images
 
     @classmethod
     def version(cls) -> str:

@@ -77,6 +77,10 @@ class Codec(ABC):
     knob: ClassVar[Knob | None] = None
     #: DICOM Lossy Image Compression Method (0028,2114) defined term, if one exists.
     dicom_method: ClassVar[str | None] = None
+    #: Largest image side the codec's library codes (the container allows 65536).
+    max_side: ClassVar[int] = 1 << 16
+    #: Whether streams name model weights (``codec.weights_sha256`` in the container).
+    uses_weights: ClassVar[bool] = False
 
     @classmethod
     def available(cls) -> bool:
@@ -101,6 +105,22 @@ class Codec(ABC):
             raise CodecUnavailableError(
                 f"codec {self.name!r} carries at most {self.max_bits} bits, this image needs {bits}"
             )
+
+    def check_shape(self, rows: int, cols: int) -> None:
+        """Raise a clear error when the library cannot code a ``rows`` x ``cols`` image."""
+        if max(rows, cols) > self.max_side:
+            raise CodecUnavailableError(
+                f"codec {self.name!r} codes at most {self.max_side} pixels per side, this image "
+                f"is {rows}x{cols}"
+            )
+
+    def min_chunk_bytes(self, rows: int, cols: int, bits: int) -> int:
+        """Fewest bytes a stream of this codec can hold a ``rows`` x ``cols`` slice in.
+
+        A lower bound the format itself imposes (with a safety margin), so a reader can refuse
+        a forged shape before it allocates for it; codecs with no useful bound say 1.
+        """
+        return 1
 
     def knob_value(self, spec: CodingSpec) -> float:
         """The lossy setting, refused with a clear message when outside the knob's range."""

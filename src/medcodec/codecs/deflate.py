@@ -24,6 +24,10 @@ class DeflateCodec(Codec):
     def version(cls) -> str:
         return f"zlib {zlib.ZLIB_VERSION}"
 
+    def min_chunk_bytes(self, rows: int, cols: int, bits: int) -> int:
+        # deflate expands at most about 1032:1 (a 258-byte match in 2 bits); 2048:1 is safe
+        return max(1, rows * cols * unsigned_dtype(bits).itemsize // 2048)
+
     def encode(self, array: np.ndarray, bits: int, spec: CodingSpec) -> bytes:
         dtype = unsigned_dtype(bits).newbyteorder("<")
         data = np.ascontiguousarray(array, dtype=dtype)

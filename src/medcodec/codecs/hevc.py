@@ -47,6 +47,7 @@ class HevcCodec(Codec):
     max_bits = 12
     knob = Knob("qp", 0, 51, rate_increases=False, integer=True)
     dicom_method = "ISO_23008_2"
+    max_side = 65528  # the coded size (a multiple of 8) must stay below 2**16
 
     @classmethod
     def available(cls) -> bool:

@@ -30,6 +30,7 @@ class Jpeg12Codec(ImagecodecsCodec):
     max_bits = 12
     knob = Knob("quality", 1, 100, rate_increases=True, integer=True)
     dicom_method = "ISO_10918_1"
+    max_side = 65535  # 16-bit frame dimensions
 
     @classmethod
     def available(cls) -> bool:

@@ -21,6 +21,12 @@ class JpegLsCodec(Codec):
     min_bits = 2
     max_bits = 16
     dicom_method = "ISO_14495_1"
+    max_side = 65535  # 16-bit frame dimensions
+
+    def min_chunk_bytes(self, rows: int, cols: int, bits: int) -> int:
+        # Every line costs at least about one bit, even a constant line in run mode (a constant
+        # 16384 x 16 slice takes 2,214 bytes); half of that is a safe floor.
+        return max(1, rows // 16)
 
     @classmethod
     def available(cls) -> bool:

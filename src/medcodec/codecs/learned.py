@@ -17,6 +17,8 @@ from __future__ import annotations
 import functools
 import os
 import struct
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -31,6 +33,8 @@ DEFAULT_INTER_WEIGHTS = "pen-3x3-inter-v1.safetensors"
 DEFAULT_LOSSY_WEIGHTS = "wavelet-v1.safetensors"
 _KINDS = {b"MCP": ("pen", "pen-*.safetensors"), b"MCI": ("pen", "pen-*.safetensors"),
           b"MCW": ("wavelet", "wavelet-*.safetensors")}
+_VARIABLES = {b"MCP": "MEDCODEC_PEN_WEIGHTS", b"MCI": "MEDCODEC_INTER_WEIGHTS",
+              b"MCW": "MEDCODEC_LOSSY_WEIGHTS"}
 _ID_BYTES = 4
 _SHAPE = struct.Struct("<IIB")  # rows, cols, bits: a stream decodes only as what it was
 
@@ -67,6 +71,7 @@ class LearnedCodec(Codec):
     knob = Knob("step", 0.5, 2048.0, rate_increases=False, integer=False)
     #: Lossless and near-lossless can use the previous decoded slice of a volume as context.
     uses_previous: ClassVar[bool] = True
+    uses_weights: ClassVar[bool] = True
 
     @classmethod
     def supports_previous(cls, spec: CodingSpec) -> bool:
@@ -124,25 +129,44 @@ class LearnedCodec(Codec):
             tag, body = b"MCP", model.encode(array, bits, max_error)
         return tag + model_id + _SHAPE.pack(*array.shape, bits) + body
 
+    @staticmethod
+    def _stream_kind(data: bytes) -> tuple[bytes, bytes]:
+        """(kind tag, weights id) of a stream, or a clear error."""
+        if len(data) < 3 + _ID_BYTES + _SHAPE.size or bytes(data[:3]) not in _KINDS:
+            raise CorruptStreamError("not a medcodec learned-codec stream")
+        return bytes(data[:3]), bytes(data[3 : 3 + _ID_BYTES])
+
+    def weights_of(self, data: bytes) -> tuple[str, str]:
+        """(kind tag, full SHA-256) of the weights file a decoder uses for this stream."""
+        tag, wanted = self._stream_kind(data)
+        variable = _VARIABLES[tag]
+        extra = (os.environ[variable],) if variable in os.environ else ()
+        name = weights.find_by_id(wanted, _KINDS[tag][1], extra)
+        if name is None:
+            raise CodecUnavailableError(f"no weights file with id {wanted.hex()} is installed")
+        return tag.decode("ascii"), weights.sha256(name)
+
     def decode(self, data: bytes, shape: tuple[int, int], bits: int,
-               previous: np.ndarray | None = None) -> np.ndarray:
+               previous: np.ndarray | None = None,
+               weights_sha256: Mapping[str, str] | None = None) -> np.ndarray:
+        """``weights_sha256``: the container's full digests by stream kind (when it has them);
+        the weights used must then be exactly those."""
         if not 1 <= bits <= self.max_bits:
             raise CorruptStreamError(f"medcodec stream claims {bits} bits")
         head = 3 + _ID_BYTES + _SHAPE.size
-        if len(data) < head or bytes(data[:3]) not in _KINDS:
-            raise CorruptStreamError("not a medcodec learned-codec stream")
-        tag = bytes(data[:3])
+        tag, wanted = self._stream_kind(data)
         kind, pattern = _KINDS[tag]
         if (tag == b"MCI") != (previous is not None):
             raise CorruptStreamError("medcodec stream and container disagree on whether this "
                                      "slice depends on the previous one")
         if _SHAPE.unpack_from(data, head - _SHAPE.size) != (*shape, bits):
             raise CorruptStreamError("medcodec stream was coded for another image size or depth")
-        wanted = bytes(data[3 : 3 + _ID_BYTES])
-        variable = {b"MCP": "MEDCODEC_PEN_WEIGHTS", b"MCI": "MEDCODEC_INTER_WEIGHTS",
-                    b"MCW": "MEDCODEC_LOSSY_WEIGHTS"}[tag]
+        variable = _VARIABLES[tag]
         extra = (os.environ[variable],) if variable in os.environ else ()
-        name = weights.find_by_id(wanted, pattern, extra)
+        if weights_sha256 is not None:
+            name = self._exact_weights(tag, wanted, weights_sha256, extra)
+        else:
+            name = weights.find_by_id(wanted, pattern, extra)
         if name is None:
             raise CorruptStreamError(
                 f"this stream was made with {kind} model {wanted.hex()}, which this install "
@@ -157,3 +181,27 @@ class LearnedCodec(Codec):
         except ValueError as exc:
             raise CorruptStreamError(f"medcodec stream does not decode: {exc}") from None
         return checked_shape(out.astype(unsigned_dtype(bits)), shape, self.name)
+
+    @staticmethod
+    def _exact_weights(tag: bytes, wanted: bytes, digests: Mapping[str, str],
+                       extra: tuple[str, ...]) -> str:
+        """The weights file whose SHA-256 is the one the container names for this kind."""
+        kind, pattern = _KINDS[tag]
+        expected = digests.get(tag.decode("ascii"))
+        if expected is None:
+            raise CorruptStreamError(f"the header's codec.weights_sha256 names no weights for "
+                                     f"{tag.decode('ascii')} streams")
+        if not expected.startswith(wanted.hex()):
+            raise CorruptStreamError(
+                f"the header names {kind} weights {expected[:16]}..., but the stream was made "
+                f"with weights {wanted.hex()}... (the file was edited or damaged)")
+        name = weights.find_by_id(bytes.fromhex(expected), pattern, extra)
+        if name is None:
+            near = weights.find_by_id(wanted, pattern, extra)
+            found = (f"this install's {Path(near).name} has SHA-256 {weights.sha256(near)}"
+                     if near is not None else "this install has no weights with that id")
+            raise CodecUnavailableError(
+                f"this stream needs {kind} weights with SHA-256 {expected}, but {found}: "
+                f"install the medcodec version that wrote it (or point {_VARIABLES[tag]} at "
+                "its weights)")
+        return name

@@ -6,12 +6,14 @@ from medcodec.container.format import (
     FORMAT_MINOR,
     MAGIC,
     ContainerReader,
+    attachments_size,
     looks_like_container,
     open_bytes,
     pack,
     pack_attachments,
     unpack_attachments,
 )
+from medcodec.container.schema import HeaderError, validate_header, validate_image
 
 __all__ = [
     "EXTENSION",
@@ -19,9 +21,13 @@ __all__ = [
     "FORMAT_MINOR",
     "MAGIC",
     "ContainerReader",
+    "HeaderError",
+    "attachments_size",
     "looks_like_container",
     "open_bytes",
     "pack",
     "pack_attachments",
     "unpack_attachments",
+    "validate_header",
+    "validate_image",
 ]

@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
+from medcodec.container.schema import MAX_ATTACHMENT_BYTES, HeaderError
 from medcodec.errors import CorruptStreamError
 
 MAGIC = b"\x89MDCX\r\n\x1a"
@@ -37,7 +38,6 @@ _CRC = struct.Struct("<I")
 
 MAX_HEADER_BYTES = 64 * 1024 * 1024
 MAX_CHUNKS = 1 << 20
-MAX_ATTACHMENT_BYTES = 256 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,11 @@ class ChunkEntry:
 
 def crc32(data: bytes | memoryview) -> int:
     return zlib.crc32(data) & 0xFFFFFFFF
+
+
+def attachments_size(attachments: Mapping[str, bytes]) -> int:
+    """Inflated size of the attachment chunk :func:`pack_attachments` makes."""
+    return sum(6 + len(name.encode("utf-8")) + len(data) for name, data in attachments.items())
 
 
 def pack_attachments(attachments: Mapping[str, bytes]) -> bytes:
@@ -63,30 +68,50 @@ def pack_attachments(attachments: Mapping[str, bytes]) -> bytes:
     return zlib.compress(out.getvalue(), 9)
 
 
-def unpack_attachments(blob: bytes) -> dict[str, bytes]:
+def unpack_attachments(blob: bytes, names: list[str] | None = None,
+                       limit: int = MAX_ATTACHMENT_BYTES) -> dict[str, bytes]:
+    """The blobs of an attachment chunk; inflating stops as soon as ``limit`` bytes are passed.
+
+    ``names`` (the header's ``attachments.names``): the records must be exactly these, in order.
+    """
     inflater = zlib.decompressobj()
     try:
-        raw = inflater.decompress(blob, MAX_ATTACHMENT_BYTES)
+        raw = inflater.decompress(blob, limit + 1)
     except zlib.error as exc:
         raise CorruptStreamError(f"attachment chunk does not inflate: {exc}") from None
-    if inflater.unconsumed_tail:
-        raise CorruptStreamError("attachment chunk is larger than the allowed maximum")
+    if len(raw) > limit or inflater.unconsumed_tail:
+        raise CorruptStreamError(
+            f"attachment chunk inflates to more than {limit} bytes, more than this file's side "
+            "data can plausibly be")
+    if not inflater.eof or inflater.unused_data:
+        raise CorruptStreamError("attachment chunk is truncated or has trailing bytes")
     out: dict[str, bytes] = {}
     pos = 0
+    view = memoryview(raw)
     try:
         while pos < len(raw):
+            if names is not None and len(out) >= len(names):
+                raise CorruptStreamError("attachment chunk holds more records than the header "
+                                         "names")
             (name_len,) = struct.unpack_from("<H", raw, pos)
             pos += 2
-            name = raw[pos : pos + name_len].decode("utf-8")
+            name = bytes(view[pos : pos + name_len]).decode("utf-8")
             pos += name_len
             (data_len,) = struct.unpack_from("<I", raw, pos)
             pos += 4
             if pos + data_len > len(raw):
                 raise CorruptStreamError("attachment chunk is truncated")
-            out[name] = raw[pos : pos + data_len]
+            if name in out or (names is not None and name != names[len(out)]):
+                raise CorruptStreamError(
+                    f"attachment record {len(out)} is named {name[:60]!r}, which the header "
+                    "does not list there")
+            out[name] = bytes(view[pos : pos + data_len])
             pos += data_len
     except (struct.error, UnicodeDecodeError):
         raise CorruptStreamError("attachment chunk is malformed") from None
+    if names is not None and len(out) != len(names):
+        raise CorruptStreamError(f"attachment chunk holds {len(out)} records, the header names "
+                                 f"{len(names)}")
     return out
 
 
@@ -153,6 +178,11 @@ class ContainerReader:
             header = json.loads(header_bytes.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError):
             raise CorruptStreamError("header is not valid JSON") from None
+        except RecursionError:
+            raise HeaderError("header", "is nested too deeply to be a medcodec header") from None
+        except ValueError as exc:  # e.g. an integer past Python's int-string digit limit
+            problem = str(exc).split(":")[0]
+            raise HeaderError("header", f"holds a value that cannot be read ({problem})") from None
         if not isinstance(header, dict):
             raise CorruptStreamError("header is not a JSON object")
         self.header: dict[str, Any] = header

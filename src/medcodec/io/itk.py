@@ -29,6 +29,20 @@ from medcodec.io.nifti import axes_from_geometry, geometry_from_axes
 
 #: Extension of the single-file variant written in place of a header + data-file pair.
 _ATTACHED = {".mhd": ".mha", ".nhdr": ".nrrd"}
+#: What write_itk writes: one file each (other ITK formats may write pairs, e.g. .hdr/.img).
+_WRITE_SUFFIXES = (".mha", ".mhd", ".nrrd", ".nhdr")
+#: MetaImage header fields that say how and where the pixels are stored: kept metadata from an
+#: input file must never set them (``ElementDataFile = /some/path`` would point the output's
+#: pixels at another file).
+_METAIMAGE_FIELDS = frozenset(name.lower() for name in (
+    "ObjectType", "ObjectSubType", "NDims", "DimSize", "HeaderSize", "HeaderSizes",
+    "ElementType", "ElementDataFile", "ElementNumberOfChannels", "ElementSize",
+    "ElementSpacing", "ElementByteOrderMSB", "BinaryData", "BinaryDataByteOrderMSB",
+    "CompressedData", "CompressedDataSize", "Offset", "Position", "Origin", "TransformMatrix",
+    "Rotation", "Orientation", "CenterOfRotation", "AnatomicalOrientation", "SequenceID",
+    "ElementMin", "ElementMax", "ElementToIntensityFunctionSlope",
+    "ElementToIntensityFunctionOffset"))
+_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_ .()\[\]-]{0,127}")
 
 
 def _sitk() -> Any:
@@ -154,13 +168,17 @@ def _metadata_for(image: MedImage, suffix: str) -> dict[str, str]:
     that would break a text header); ``NRRD_*`` keys only mean something to NRRD files.
     """
     kept = image.meta.get("itk_metadata") or {}
+    if not isinstance(kept, dict):
+        return {}
     out = {}
     for key, value in kept.items():
         key, value = str(key), str(value)
-        if key.startswith("ITK_") or "\n" in value or "\n" in key:
+        if key.startswith("ITK_") or not _KEY.fullmatch(key) or any(c in value for c in "\r\n\0"):
             continue
         if key.startswith("NRRD_") and suffix not in (".nrrd", ".nhdr"):
             continue
+        if suffix in (".mha", ".mhd") and key.lower() in _METAIMAGE_FIELDS:
+            continue  # a field ITK writes itself: a second copy could redirect the pixels
         out[key] = value
     return out
 
@@ -170,6 +188,9 @@ def write_itk(image: MedImage, path: str | os.PathLike[str]) -> None:
     sitk = _sitk()
     path = Path(path)
     suffix = path.suffix.lower()
+    if suffix not in _WRITE_SUFFIXES:
+        raise OutputError(f"{path}: MetaImage/NRRD output needs a .mha, .mhd, .nrrd or .nhdr "
+                          "name (one file)")
     kept_dims = len(image.meta.get("itk_spacing") or ())
     two_d = image.n_slices == 1 and (kept_dims == 2 or (kept_dims == 0 and image.slice_positions
                                                          is None))

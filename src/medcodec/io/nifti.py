@@ -219,6 +219,10 @@ def write_nifti(image: MedImage, path: str | os.PathLike[str]) -> None:
     import nibabel as nib
 
     path = Path(path)
+    if not path.name.lower().endswith((".nii", ".nii.gz")):
+        # nibabel would write a .hdr/.img pair (or guess a format): two files, one of them
+        # under a name nobody asked for
+        raise OutputError(f"{path}: NIfTI output is one .nii or .nii.gz file; give such a name")
     data = image.pixels.transpose(2, 1, 0)  # (x, y, z)
     slope, inter = image.rescale_slope, image.rescale_intercept
     hdr = _header_from_attachment(image)

@@ -17,19 +17,39 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
+from medcodec.errors import SettingError
+
 T = TypeVar("T")
 R = TypeVar("R")
 _PREFIX = "medcodec-model"
 
 
+#: More threads than this is a typo, not a machine.
+MAX_THREADS = 1024
+
+
+def threads_from_environment() -> int | None:
+    """``MEDCODEC_THREADS`` as a thread count (None when unset); a clear error when it is not
+    a whole number from 1 to MAX_THREADS, naming the variable."""
+    value = os.environ.get("MEDCODEC_THREADS")
+    if value is None or not value.strip():
+        return None
+    try:
+        count = int(value.strip())
+    except ValueError:
+        count = 0
+    if not 1 <= count <= MAX_THREADS:
+        raise SettingError(f"the environment variable MEDCODEC_THREADS = {value[:40]!r} is "
+                           f"not a thread count (a whole number from 1 to {MAX_THREADS}); "
+                           "unset it for the default")
+    return count
+
+
 def thread_count() -> int:
     """Threads the models use: ``MEDCODEC_THREADS`` if set, else min(2, usable cores)."""
-    value = os.environ.get("MEDCODEC_THREADS")
-    if value:
-        try:
-            return max(1, int(value))
-        except ValueError:
-            raise ValueError(f"MEDCODEC_THREADS must be an integer, not {value!r}") from None
+    count = threads_from_environment()
+    if count is not None:
+        return count
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
