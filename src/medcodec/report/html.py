@@ -57,10 +57,10 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]], cls: str = "") 
     return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
-def _png_tag(data: bytes, alt: str) -> str:
+def _png_tag(data: bytes, alt: str, caption: bool = True) -> str:
+    text = f"<figcaption>{_esc(alt)}</figcaption>" if caption else ""
     return (f'<figure><img alt="{_esc(alt)}" src="data:image/png;base64,'
-            f'{base64.b64encode(data).decode("ascii")}"><figcaption>{_esc(alt)}</figcaption>'
-            "</figure>")
+            f'{base64.b64encode(data).decode("ascii")}">{text}</figure>')
 
 
 def _page(title: str, facts: str, viewer: str, sections: str, data: dict[str, Any],
@@ -222,18 +222,23 @@ def _plots(report: Report) -> str:
         if report.is_ct:
             jobs.append(("psnr_soft8", "PSNR, soft-tissue window W400/L40, vs bpp"))
         jobs.append(("ssim", "SSIM vs bpp"))
-        if summary["lossy_curves"]:
+        curves = summary["lossy_curves"]
+        if any(len(points) > 1 for points in curves.values()):
             for metric, title in jobs:
                 path = folder / f"{metric}.png"
-                if bench_report._plot(summary["lossy_curves"], metric, path, title):
-                    figures.append(_png_tag(path.read_bytes(), title))
+                if bench_report._plot(curves, metric, path, title):
+                    figures.append(_png_tag(path.read_bytes(), title, caption=False))
         path = folder / "lossless.png"
         if len(summary["lossless"]) > 1 and bench_report._bar(summary["lossless"], path):
-            figures.append(_png_tag(path.read_bytes(), "Lossless: mean bits per pixel"))
-    if not figures:
-        return ""
-    return ("<h2>Rate-distortion plots</h2><p>Mean over the slices shown, one point per codec "
-            "setting.</p>" + '<div class="plots">' + "".join(figures) + "</div>")
+            figures.append(_png_tag(path.read_bytes(), "Lossless: mean bits per pixel",
+                                    caption=False))
+    if figures:
+        return ("<h2>Rate-distortion plots</h2><p>Mean over the slices shown, one point per "
+                "codec setting.</p>" + '<div class="plots">' + "".join(figures) + "</div>")
+    if summary["lossy_curves"]:
+        return ("<h2>Rate-distortion plots</h2><p>One target rate per codec: a curve needs "
+                "at least two (e.g. <code>--bpp 0.5,1,2</code>).</p>")
+    return ""
 
 
 def render_image(report: Report, command: str,

@@ -155,7 +155,7 @@
   makePanel(first, "image", -1, "Original");
   const explain = document.createElement("div");
   explain.className = "panel explain";
-  explain.innerHTML = "<div class=\"title\">Error maps</div><div class=\"stats\">Below each " +
+  explain.innerHTML = "<div class=\"title\">Error maps</div><div class=\"stats\">Next to each " +
     "version: decoded &minus; original in stored units" + (D.unit ? ` (&times; ${Math.abs(D.slope)} ` +
     `for ${D.unit})` : "") + ", on a diverging scale from &minus;S (blue) through 0 (black) to " +
     "+S (red); S is each map's maximum unless set above.</div>";
@@ -166,24 +166,32 @@
     makePanel(card, "error", k, `${v.label}: error`);
   });
 
+  // Panels as large as the window allows: each version's error map below its image
+  // ("stacked", the default) or, when that leaves width unused, beside it ("side").
   function layout() {
-    const avail = Math.max(320, grid.clientWidth || document.documentElement.clientWidth - 32);
     const gap = 10;
+    const avail = Math.max(320, grid.clientWidth || document.documentElement.clientWidth - 32);
+    const top = grid.getBoundingClientRect().top + window.scrollY;
+    const caption = panels[0].title.offsetHeight + panels[0].stats.offsetHeight + 4;
+    const room = window.innerHeight - top;
+    const byHeight = (rows) => Math.floor((room - rows * caption - 30 - 12 * rows) / rows * C / R);
     const perRow = Math.max(1, Math.min(cards.length, Math.floor((avail + gap) / (200 + gap))));
-    let w = Math.max(120, Math.min(512, Math.floor((avail + gap) / perRow) - gap));
-    // image and error map one above the other, both in view where the window allows
-    const controls = document.getElementById("controls").offsetHeight;
-    const maxH = Math.max(160, Math.floor((window.innerHeight - controls - 190) / 2));
-    if (w * R / C > maxH) { w = Math.max(120, Math.floor(maxH * C / R)); }
+    const stacked = Math.min(Math.floor((avail + gap) / perRow) - gap, byHeight(2));
+    const sideBy = Math.min(Math.floor((avail + gap) / (1 + 2 * NV)) - gap, byHeight(1));
+    const side = sideBy >= 200 && sideBy > 1.08 * stacked;
+    const w = Math.max(120, Math.min(512, side ? sideBy : stacked));
     const h = Math.max(1, Math.round(w * R / C));
+    grid.classList.toggle("side", side);
     const dpr = window.devicePixelRatio || 1;
-    for (const card of cards) { card.style.width = `${w}px`; }
+    for (const card of cards) { card.style.width = side && card !== cards[0] ? `${2 * w + gap}px` : `${w}px`; }
     for (const p of panels) {
+      p.box.style.width = `${w}px`;
       p.view.style.width = `${w}px`;
       p.view.style.height = `${h}px`;
       p.view.width = Math.round(w * dpr);
       p.view.height = Math.round(h * dpr);
     }
+    explain.style.width = `${w}px`;
   }
 
   function scale() {  // device pixels per image pixel
@@ -263,8 +271,9 @@
       }
       ctx.putImageData(img, 0, 0);
       p.maxAbs = maxAbs;
-      p.stats.textContent = `max |err| this slice ${unitText(maxAbs)}; all slices ` +
+      p.stats.textContent = `max |err| ${unitText(maxAbs)}; all slices ` +
         `${D.versions[p.index].maxAbs}`;
+      p.stats.title = p.stats.textContent;
       p.legend.innerHTML = "";
       const ticks = S > 0 ? [`\u2212${unitText(S)}`, "0", `+${unitText(S)}`] : ["0: identical"];
       for (const t of ticks) {
@@ -278,6 +287,7 @@
   function fmt(x, digits) { return x === null || x === undefined ? "\u221e" : x.toFixed(digits); }
   function renderCaptions() {
     const s = state.slice;
+    for (const p of panels) { p.stats.title = ""; }
     document.getElementById("slice-label").textContent =
       `${s + 1} / ${N} (slice ${D.slices[s]} of ${D.nSource} in the source)`;
     for (const p of panels) {
@@ -288,8 +298,9 @@
       }
       const st = D.versions[p.index].stats[s];
       const lossless = D.versions[p.index].mode === "lossless";
-      p.stats.textContent = `${st.bytes} B, ${st.bpp.toFixed(3)} bpp, PSNR ` +
+      p.stats.textContent = `${st.bytes} B, ${st.bpp.toFixed(3)} bpp, ` +
         `${lossless ? "\u221e" : fmt(st.psnr, 2)} dB, max |err| ${st.maxAbs}`;
+      p.stats.title = p.stats.textContent;
     }
   }
 
