@@ -130,6 +130,10 @@ def lossy_bookkeeping(image: MedImage, index: int, task: Task,
              "dicom_method": codec.dicom_method}
     meta = dict(image.meta)
     meta.pop("lossy_compression", None)
+    names = meta.pop("dicom_filenames", None)  # one output file: its own name only
+    if meta.get("dicom_layout", "files") == "files" and isinstance(names, list) and len(
+            names) == image.n_slices:
+        meta["dicom_filenames"] = [names[index]]
     lossy = lossy_compression_meta(entry, original_bytes / max(1, coded_bytes))
     if lossy:
         meta["lossy_compression"] = lossy

@@ -206,7 +206,8 @@ def _bookkeeping(report: Report) -> str:
         "<h2>DICOM lossy bookkeeping</h2><p>What <code>medcodec decompress</code> writes into a "
         "DICOM output of each version (first slice shown), so you see what a viewer will show. "
         "Lossless output keeps the source's elements and UIDs; any lossy step sets (0028,2110) "
-        "to 01 and appends its ratio and method (a method only where DICOM defines a term), "
+        "to 01 and appends its ratio and method (the defined term, or the codec's name where "
+        "DICOM has none), "
         "with a new SOP Instance UID. The ratio here is stored bytes over the coded bytes "
         "measured above; a <code>.mdcx</code> container adds its header and the DICOM headers "
         "it keeps.</p>" + _table(header, rows)
