@@ -306,6 +306,27 @@ def _weights_digests(codec: Codec, chunks: list[bytes]) -> dict[str, str] | None
 # Decoding
 
 
+def lossy_compression_meta(codec: dict[str, Any], ratio: float) -> dict[str, Any] | None:
+    """What a decoded image's ``meta["lossy_compression"]`` says about its coding, or None
+    for lossless coding: the ratio, the DICOM method term of the codec (may be None) and a
+    description. The DICOM writer turns it into (0028,2110/2112/2114).
+
+    ``codec`` is a container header's codec entry: ``name``, ``mode``, ``max_error`` and
+    ``dicom_method``.
+    """
+    if codec.get("mode") == Mode.LOSSLESS.value:
+        return None
+    return {
+        "ratio": ratio,
+        "dicom_method": codec.get("dicom_method"),
+        "codec": codec["name"],
+        "description": (
+            f"medcodec {codec['name']} {codec.get('mode')} compression"
+            + (f", max error {codec['max_error']}" if codec.get("max_error") else "")
+        ),
+    }
+
+
 class ContainerFile:
     """An open container: header facts, and any slice decoded on demand.
 
@@ -416,17 +437,9 @@ class ContainerFile:
             positions = np.asarray(positions, dtype=np.float64)[indices]
         if slices is not None:
             attachments = _select_dicom(attachments, meta, indices)
-        codec = self.header["codec"]
-        if codec.get("mode") != Mode.LOSSLESS.value:
-            meta["lossy_compression"] = {
-                "ratio": self.ratio,
-                "dicom_method": codec.get("dicom_method"),
-                "codec": codec["name"],
-                "description": (
-                    f"medcodec {codec['name']} {codec.get('mode')} compression"
-                    + (f", max error {codec['max_error']}" if codec.get("max_error") else "")
-                ),
-            }
+        lossy = lossy_compression_meta(self.header["codec"], self.ratio)
+        if lossy:
+            meta["lossy_compression"] = lossy
         return image_from_facts(
             pixels, img, slice_positions=positions, meta=meta, attachments=attachments,
             source_format=img.get("source_format") or "container", source_path=self.name)

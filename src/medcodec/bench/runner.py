@@ -141,6 +141,12 @@ def _coder(codec: Codec, shifted: np.ndarray, bits: int) -> tuple[Callable[[Codi
 
 def measure(image: BenchImage, task: Task, repeat: int = 3) -> dict[str, Any]:
     """One row of results.csv: code, decode, check and score one image with one setting."""
+    return measure_decoded(image, task, repeat)[0]
+
+
+def measure_decoded(image: BenchImage, task: Task,
+                    repeat: int = 3) -> tuple[dict[str, Any], np.ndarray]:
+    """:func:`measure`, and the decoded image (stored values, int64) it scored."""
     pixels = image.pixels.astype(np.int64)
     low = int(pixels.min())
     bits = effective_bits(pixels)
@@ -188,7 +194,7 @@ def measure(image: BenchImage, task: Task, repeat: int = 3) -> dict[str, Any]:
             row["psnr_lung8"] = metrics.psnr_lung8(pixels, restored, image.slope, image.intercept)
             row["psnr_soft8"] = metrics.psnr_soft8(pixels, restored, image.slope, image.intercept)
             row["ssim_soft8"] = metrics.ssim_soft8(pixels, restored, image.slope, image.intercept)
-    return row
+    return row, restored
 
 
 def _run_image(image: BenchImage, tasks: Sequence[Task], repeat: int) -> tuple[list[dict], list]:

@@ -113,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     from medcodec.cli.train import add_parser as add_train_parser
 
     add_train_parser(subparsers, parents=[common])
+    from medcodec.cli.report import add_parser as add_report_parser
+
+    add_report_parser(subparsers, parents=[common])
 
     p = add("demo", help="compress and decompress a bundled real CT slice")
     p.add_argument("--out", metavar="DIR", help="keep the outputs in DIR (default: temporary)")
