@@ -415,6 +415,49 @@ def test_transcode_writes_only_inside_its_folder(tmp_path: Path, names: list[str
     assert not (tmp_path / "escape.dcm").exists()
 
 
+@pytest.mark.parametrize("kind", ["control", "parent", "absolute", "duplicates", "subfolder",
+                                  "empty", "number", "dot", "backslash"])
+def test_decompress_to_dicom_writes_only_inside_its_folder(kind: str, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]
+                                                           ) -> None:
+    """The audit's traversal: names in ``image.meta.dicom_filenames`` are data, never paths."""
+    from medcodec.cli import main
+
+    victim = tmp_path / "victim.dcm"
+    victim.write_bytes(b"precious")
+    names = [f"{k:02d}.dcm" for k in range(20)]
+    bad = {"parent": "../escape.dcm", "absolute": str(victim), "duplicates": "same.dcm",
+           "subfolder": "sub/x.dcm", "empty": "", "number": 5, "dot": "..",
+           "backslash": "..\\escape.dcm", "control": "03.dcm"}[kind]
+    names[3] = bad
+    if kind == "duplicates":
+        names = ["same.dcm"] * 20
+    volume = np.stack([smooth_image((6, 7), 12, seed=s) for s in range(20)])
+    image = MedImage(volume, bits_stored=12, modality="CT",
+                     meta={"dicom_layout": "files", "dicom_filenames": [f"{k}.dcm" for k in
+                                                                         range(20)]})
+    source = tmp_path / "v.mdcx"
+    source.write_bytes(forge(medcodec.compress(image),
+                             _set("image.meta.dicom_filenames", names)))
+    out = tmp_path / "out" / "series"
+    out.parent.mkdir()
+    before = _files_under(tmp_path)
+    if kind == "control":  # the same stream with plain names writes its 20 files, inside
+        command = ["--quiet", "decompress", str(source), "-o", str(out), "--format", "dicom"]
+        assert main(command) == 0
+        assert sorted(p.name for p in _files_under(tmp_path) - before) == names
+        assert all(out in p.parents for p in _files_under(tmp_path) - before)
+        return
+    for force in ([], ["--force"]):
+        code = main(["--quiet", "decompress", str(source), "-o", str(out), "--format", "dicom",
+                     *force])
+        err = capsys.readouterr().err
+        assert code == 2 and "internal error" not in err
+        assert "dicom_filenames" in err and "not a valid medcodec file" in err
+        assert _files_under(tmp_path) == before  # nothing written anywhere
+    assert victim.read_bytes() == b"precious"
+
+
 def test_itk_metadata_cannot_redirect_the_pixels(tmp_path: Path) -> None:
     from medcodec.io import read, write
 
