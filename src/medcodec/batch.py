@@ -60,7 +60,7 @@ class BatchSettings:
     quality: float | None = None
 
     def __post_init__(self) -> None:
-        from medcodec.pipeline import make_spec
+        from medcodec.codecs.slice import make_spec
 
         make_spec(self.mode, self.max_error, self.quality)  # a bad combination fails now
 

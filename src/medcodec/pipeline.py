@@ -12,17 +12,15 @@ from __future__ import annotations
 import io
 import math
 import os
-import zlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
 
 from medcodec import __version__, codecs
-from medcodec.codecs.base import Codec, CodingSpec, Mode, unsigned_dtype
-from medcodec.codecs.rate import rate_search
+from medcodec.codecs.base import Codec, CodingSpec, Mode
+from medcodec.codecs.slice import decode_slice, encode_slice, make_spec, pixel_crc32
 from medcodec.container import (
     ContainerReader,
     attachments_size,
@@ -43,7 +41,6 @@ from medcodec.container.schema import (
     validate_image,
 )
 from medcodec.errors import (
-    CodecUnavailableError,
     CorruptStreamError,
     InputError,
     MedcodecError,
@@ -58,124 +55,9 @@ from medcodec.image import (
 )
 
 __all__ = ["MAX_SIDE", "MAX_SLICES", "MAX_SLICE_PIXELS", "ContainerFile", "compress",
-           "decompress", "open_container", "pixel_crc32"]
+           "decompress", "make_spec", "open_container", "pixel_crc32"]
 
 ProgressFn = Callable[[int], None]
-
-
-@dataclass(frozen=True)
-class SliceRecord:
-    """What the header says about one coded slice."""
-
-    shift: int
-    bits: int
-    max_abs_err: int
-    crc32: int
-    quality: float | None = None  # the knob setting, when a rate search chose it per slice
-
-    def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"shift": self.shift, "bits": self.bits,
-                               "max_abs_err": self.max_abs_err, "crc32": self.crc32}
-        if self.quality is not None:
-            out["quality"] = self.quality
-        return out
-
-
-def pixel_crc32(pixels: np.ndarray) -> int:
-    """CRC32 of pixels as little-endian bytes: the same number on every machine."""
-    data = np.ascontiguousarray(pixels, dtype=pixels.dtype.newbyteorder("<"))
-    return zlib.crc32(memoryview(data).cast("B")) & 0xFFFFFFFF  # no copy
-
-
-def make_spec(mode: str = "lossless", max_error: int | None = None,
-              quality: float | None = None) -> CodingSpec:
-    try:
-        return CodingSpec(Mode(mode), int(max_error or 0), quality)
-    except ValueError as exc:
-        raise MedcodecError(str(exc)) from None
-
-
-def _encode_slice(codec: Codec, pixels: np.ndarray, spec: CodingSpec,
-                  verify: bool, target_bpp: float | None = None) -> tuple[bytes, SliceRecord]:
-    data, record, _ = _encode_slice_full(codec, pixels, spec, verify, target_bpp)
-    return data, record
-
-
-def _encode_slice_full(codec: Codec, pixels: np.ndarray, spec: CodingSpec, verify: bool,
-                       target_bpp: float | None = None, previous: np.ndarray | None = None,
-                       clip: tuple[int, int] | None = None
-                       ) -> tuple[bytes, SliceRecord, np.ndarray]:
-    """Code one slice; ``previous`` (the previous decoded slice) is context for codecs that
-    take it; ``clip`` is the value range decoded pixels are clamped to. Returns the decoded
-    slice too: it is the next slice's context."""
-    low, high = int(pixels.min()), int(pixels.max())
-    bits = value_range_bits(low, high)
-    codec.check(bits, spec)
-    shifted = (pixels.astype(np.int64) - low).astype(unsigned_dtype(bits))
-    chosen: float | None = None
-    if target_bpp is not None:
-        assert codec.knob is not None
-
-        def bpp_at(value: float) -> float:
-            data = codec.encode(shifted, bits, CodingSpec(Mode.LOSSY, 0, value))
-            return 8 * len(data) / shifted.size
-
-        chosen = rate_search(bpp_at, codec.knob, target_bpp).setting
-        spec = CodingSpec(Mode.LOSSY, 0, chosen)
-    context = {} if previous is None else {"previous": previous.astype(np.int64) - low}
-    try:
-        data = codec.encode(shifted, bits, spec, **context)
-    except (MedcodecError, MemoryError, KeyboardInterrupt):
-        raise
-    except Exception as exc:  # a library's own limit we did not know of: still one clear line
-        raise CodecUnavailableError(
-            f"codec {codec.name} cannot code this {shifted.shape[0]}x{shifted.shape[1]} "
-            f"{bits}-bit slice ({type(exc).__name__}: {exc})") from exc
-    decoded = _restore(codec.decode(data, shifted.shape, bits, **context), low, bits,
-                       pixels.dtype, clip)
-    error = int(np.max(np.abs(decoded.astype(np.int64) - pixels.astype(np.int64)), initial=0))
-    if verify:
-        bound = spec.max_error if spec.mode is Mode.NEAR_LOSSLESS else 0
-        if spec.mode is not Mode.LOSSY and error > bound:
-            raise MedcodecError(
-                f"codec {codec.name} broke its {spec.mode.value} promise on this slice "
-                f"(max error {error} > {bound}); nothing was written"
-            )
-    return data, SliceRecord(low, bits, error, pixel_crc32(decoded), chosen), decoded
-
-
-def _restore(decoded: np.ndarray, shift: int, bits: int, dtype: np.dtype,
-             clip: tuple[int, int] | None = None) -> np.ndarray:
-    """Undo the shift, clamping to the coded range so lossy overshoot cannot wrap around, and
-    to ``clip`` (the image's stored value range) so nothing lands outside BitsStored.
-
-    When nothing needs clamping (the decoder kept to ``bits`` bits and ``shift + max`` stays
-    in the allowed range), the shift is added in the pixel type itself: exact in its modular
-    arithmetic, and no int64 copies of a large slice. Otherwise values are clamped in int64,
-    row block by row block.
-    """
-    info = np.iinfo(dtype)
-    low, high = clip if clip is not None else (info.min, info.max)
-    low, high = max(low, info.min), min(high, info.max)
-    top = (1 << bits) - 1
-    decoded = np.asarray(decoded)
-    peak = int(decoded.max(initial=0)) if decoded.dtype.kind == "u" else top + 1
-    if peak <= top and low <= shift and shift + peak <= high:
-        if decoded.dtype.itemsize == dtype.itemsize and decoded.flags.writeable:
-            plane = decoded.view(dtype)  # the decoder's own buffer: no copy
-        else:
-            plane = decoded.astype(dtype, casting="unsafe")
-        if shift:
-            np.add(plane, np.array(shift).astype(dtype), out=plane)  # wraps back into range
-        return plane
-    out = np.empty(decoded.shape, dtype=dtype)
-    flat_in = decoded.reshape(decoded.shape[0], -1) if decoded.ndim else decoded.reshape(1, 1)
-    flat_out = out.reshape(flat_in.shape)
-    step = max(1, (1 << 22) // max(1, flat_in.shape[1]))  # about 32 MiB of int64 at a time
-    for start in range(0, flat_in.shape[0], step):
-        block = np.clip(flat_in[start : start + step].astype(np.int64), 0, top) + shift
-        flat_out[start : start + step] = np.clip(block, low, high)
-    return out
 
 
 def _image_header(image: MedImage) -> dict[str, Any]:
@@ -260,10 +142,11 @@ def compress(
     clip = stored_value_range(image)
     for index in range(image.n_slices):
         previous = decoded if inter_slice and index % inter_slice else None
-        data, record, decoded = _encode_slice_full(chosen, image.pixels[index], spec, verify,
-                                                   bpp, previous, clip)
-        chunks.append(data)
-        records.append(record.as_dict())
+        coded = encode_slice(chosen, image.pixels[index], spec, verify=verify,
+                             target_bpp=bpp, previous=previous, clip=clip)
+        decoded = coded.decoded
+        chunks.append(coded.data)
+        records.append(coded.record.as_dict())
         if progress:
             progress(1)
     header: dict[str, Any] = {
@@ -394,19 +277,10 @@ class ContainerFile:
 
     def _decode_one(self, index: int, previous: np.ndarray | None) -> np.ndarray:
         record = self.header["slices"][index]
-        data = self.reader.read_chunk(index)
-        context: dict[str, Any] = {} if previous is None else \
-            {"previous": previous.astype(np.int64) - record["shift"]}
-        if self._weights is not None:
-            context["weights_sha256"] = self._weights
-        decoded = self.codec.decode(data, self.shape, record["bits"], **context)
-        pixels = _restore(decoded, record["shift"], record["bits"], self.dtype, self.clip)
-        if pixel_crc32(pixels) != record["crc32"]:
-            raise CorruptStreamError(
-                f"slice {index} decoded to different pixels than were encoded (checksum "
-                "mismatch): the stream is damaged or this decoder differs from the encoder's"
-            )
-        return pixels
+        context = {} if self._weights is None else {"weights_sha256": self._weights}
+        return decode_slice(self.codec, self.reader.read_chunk(index), record["shift"],
+                            record["bits"], record["crc32"], self.shape, self.dtype,
+                            previous=previous, clip=self.clip, what=f"slice {index}", **context)
 
     def attachments(self) -> dict[str, bytes]:
         info = self.header.get("attachments")

@@ -111,7 +111,7 @@ class MedcodecCodec(_NumcodecsCodec):
 
     def __init__(self, codec: str = "auto", mode: str = "lossless", max_error: int | None = None,
                  quality: float | None = None) -> None:
-        from medcodec.pipeline import make_spec
+        from medcodec.codecs.slice import make_spec
 
         self.codec = str(codec)
         self.mode = str(mode)
@@ -138,8 +138,8 @@ class MedcodecCodec(_NumcodecsCodec):
         return f"MedcodecCodec(codec={self.codec!r}, mode={self.mode!r}{extra})"
 
     def encode(self, buf: Any) -> bytes:
+        from medcodec.codecs.slice import encode_slice
         from medcodec.image import value_range_bits
-        from medcodec.pipeline import _encode_slice
 
         array = np.asarray(buf)
         if array.ndim < 2:
@@ -157,13 +157,14 @@ class MedcodecCodec(_NumcodecsCodec):
                              "codec": codec.name}, separators=(",", ":")).encode()
         table, payload = [], []
         for plane in planes:
-            data, record = _encode_slice(codec, plane, self._spec, verify=True)
-            table.append(_PLANE.pack(record.shift, record.bits, record.crc32, len(data)))
-            payload.append(data)
+            coded = encode_slice(codec, plane, self._spec)
+            record = coded.record
+            table.append(_PLANE.pack(record.shift, record.bits, record.crc32, len(coded.data)))
+            payload.append(coded.data)
         return b"".join([_MAGIC, struct.pack("<B", len(header)), header, *table, *payload])
 
     def decode(self, buf: Any, out: Any = None) -> np.ndarray:
-        from medcodec.pipeline import pixel_crc32
+        from medcodec.codecs.slice import decode_slice
 
         data = memoryview(buf).cast("B") if not isinstance(buf, bytes) else memoryview(buf)
         if bytes(data[:4]) != _MAGIC or len(data) < 5:
@@ -201,40 +202,12 @@ class MedcodecCodec(_NumcodecsCodec):
         for index, (shift, bits, crc, length) in enumerate(records):
             if pos + length > len(data) or not 1 <= bits <= dtype.itemsize * 8:
                 raise CorruptStreamError("medcodec Zarr chunk is truncated or damaged")
-            decoded = codec.decode(bytes(data[pos : pos + length]), (rows, cols), bits)
+            result[index] = decode_slice(codec, bytes(data[pos : pos + length]), shift, bits,
+                                         crc, (rows, cols), dtype,
+                                         what=f"plane {index} of a medcodec Zarr chunk")
             pos += length
-            plane = _restore_plane(decoded, shift, bits, dtype)
-            if pixel_crc32(plane) != crc:
-                raise CorruptStreamError(
-                    f"plane {index} of a medcodec Zarr chunk decoded to different pixels than "
-                    "were encoded (checksum mismatch)")
-            result[index] = plane
         result = result.reshape(shape)
         return ndarray_copy(result, out) if out is not None else result
-
-
-def _restore_plane(decoded: np.ndarray, shift: int, bits: int, dtype: np.dtype) -> np.ndarray:
-    """Undo the shift; in the pixel type itself when no value can leave it (3x faster loads).
-
-    ``decoded + shift`` is exact in the pixel type's modular arithmetic whenever the coded range
-    ``[shift, shift + 2**bits - 1]`` fits the type and the decoder kept to ``bits`` bits;
-    otherwise the pipeline's clamping restore is used. The CRC check follows either way.
-    """
-    from medcodec.pipeline import _restore
-
-    info = np.iinfo(dtype)
-    top = (1 << bits) - 1
-    decoded = np.asarray(decoded)
-    if (decoded.dtype.kind == "u" and info.min <= shift and shift + top <= info.max
-            and int(decoded.max(initial=0)) <= top):
-        if decoded.dtype.itemsize == dtype.itemsize and decoded.flags.writeable:
-            plane = decoded.view(dtype)  # the decoder's own buffer: no copy
-        else:
-            plane = decoded.astype(dtype, casting="unsafe")
-        if shift:
-            np.add(plane, np.array(shift).astype(dtype), out=plane)  # wraps back into range
-        return plane
-    return _restore(decoded, shift, bits, dtype)
 
 
 register_codec(MedcodecCodec)

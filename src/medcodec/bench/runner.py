@@ -24,8 +24,9 @@ import numpy as np
 from medcodec import codecs
 from medcodec.bench import metrics
 from medcodec.bench.datasets import VolumeRef
-from medcodec.codecs.base import Codec, CodingSpec, Mode, unsigned_dtype
+from medcodec.codecs.base import Codec, CodingSpec, Mode
 from medcodec.codecs.rate import rate_search
+from medcodec.codecs.slice import restore, to_unsigned
 from medcodec.errors import CodecUnavailableError, MedcodecError
 from medcodec.image import effective_bits
 
@@ -113,30 +114,15 @@ def _timed(fn: Callable[[], Any], repeat: int) -> tuple[Any, float]:
 
 def _coder(codec: Codec, shifted: np.ndarray, bits: int) -> tuple[Callable[[CodingSpec], bytes],
                                                                     Callable[[bytes], np.ndarray]]:
-    """Encode/decode functions on the shifted image; our own codecs count their container."""
-    if getattr(codec, "ours", False):
-        from medcodec.image import MedImage
-        from medcodec.pipeline import compress, decompress
+    """Encode/decode functions of ``codec`` on the shifted image (the codec's own stream)."""
 
-        image = MedImage(shifted, bits_stored=max(bits, 1))
-
-        def encode(spec: CodingSpec) -> bytes:
-            return compress(image, codec=codec.name, mode=spec.mode.value,
-                            max_error=spec.max_error or None, quality=spec.quality,
-                            verify=False)
-
-        def decode(data: bytes) -> np.ndarray:
-            return decompress(data).pixels[0]
-
-        return encode, decode
-
-    def encode_plain(spec: CodingSpec) -> bytes:
+    def encode(spec: CodingSpec) -> bytes:
         return codec.encode(shifted, bits, spec)
 
-    def decode_plain(data: bytes) -> np.ndarray:
+    def decode(data: bytes) -> np.ndarray:
         return codec.decode(data, shifted.shape, bits)
 
-    return encode_plain, decode_plain
+    return encode, decode
 
 
 def measure(image: BenchImage, task: Task, repeat: int = 3) -> dict[str, Any]:
@@ -148,9 +134,7 @@ def measure_decoded(image: BenchImage, task: Task,
                     repeat: int = 3) -> tuple[dict[str, Any], np.ndarray]:
     """:func:`measure`, and the decoded image (stored values, int64) it scored."""
     pixels = image.pixels.astype(np.int64)
-    low = int(pixels.min())
-    bits = effective_bits(pixels)
-    shifted = (pixels - low).astype(unsigned_dtype(bits))
+    shifted, low, bits = to_unsigned(pixels, effective_bits(pixels))
     codec = codecs.get(task.codec)
     codec.check(bits, CodingSpec(task.mode, task.max_error, 0.0 if task.mode is Mode.LOSSY
                                  else None))
@@ -169,7 +153,7 @@ def measure_decoded(image: BenchImage, task: Task,
         spec = CodingSpec(task.mode, task.max_error)
     data, enc_ms = _timed(lambda: encode(spec), repeat)
     decoded, dec_ms = _timed(lambda: decode(data), repeat)
-    restored = np.clip(decoded.astype(np.int64), 0, (1 << bits) - 1) + low
+    restored = restore(decoded, low, bits, np.dtype(np.int64))
     error = int(np.abs(restored - pixels).max())
     if task.mode is Mode.LOSSLESS and error:
         raise MedcodecError(f"{task.codec} lossless decode differs (max error {error})")
