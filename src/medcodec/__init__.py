@@ -13,13 +13,12 @@ medcodec is not a medical device; see the README before using lossy modes clinic
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 import os
 from typing import Any
 
 import numpy as np
 
+from medcodec._version import __version__
 from medcodec.errors import (
     CodecUnavailableError,
     CorruptStreamError,
@@ -30,6 +29,16 @@ from medcodec.errors import (
     UnsupportedError,
 )
 from medcodec.image import MedImage
+from medcodec.io import register_reader as _register_reader
+
+
+def _read_container(path: os.PathLike[str]) -> MedImage:
+    from medcodec.pipeline import decompress as _decompress
+
+    return _decompress(path)
+
+
+_register_reader("container", _read_container)  # io reads .mdcx through the pipeline's decoder
 
 
 def read(path: str | os.PathLike[str]) -> MedImage:

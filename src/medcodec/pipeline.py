@@ -18,7 +18,8 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from medcodec import __version__, codecs
+from medcodec import codecs
+from medcodec._version import __version__
 from medcodec.codecs.base import Codec, CodingSpec, Mode
 from medcodec.codecs.slice import decode_slice, encode_slice, make_spec, pixel_crc32
 from medcodec.container import (
@@ -26,6 +27,7 @@ from medcodec.container import (
     attachments_size,
     pack,
     pack_attachments,
+    select_slice_attachments,
     unpack_attachments,
 )
 from medcodec.container.schema import (
@@ -310,13 +312,22 @@ class ContainerFile:
         if positions is not None:
             positions = np.asarray(positions, dtype=np.float64)[indices]
         if slices is not None:
-            attachments = _select_dicom(attachments, meta, indices)
+            attachments = select_slice_attachments(attachments, meta, indices)
         lossy = lossy_compression_meta(self.header["codec"], self.ratio)
         if lossy:
             meta["lossy_compression"] = lossy
         return image_from_facts(
             pixels, img, slice_positions=positions, meta=meta, attachments=attachments,
             source_format=img.get("source_format") or "container", source_path=self.name)
+
+    def close(self) -> None:
+        self.reader.close()
+
+    def __enter__(self) -> ContainerFile:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     @property
     def compressed_bytes(self) -> int:
@@ -327,23 +338,8 @@ class ContainerFile:
         return float(self.header.get("original_bytes", 0)) / max(1, self.reader.size)
 
 
-def _select_dicom(attachments: dict[str, bytes], meta: dict[str, Any],
-                  indices: list[int]) -> dict[str, bytes]:
-    """Keep the DICOM headers of the chosen slices only, renumbered from 0."""
-    if meta.get("dicom_layout") != "files":
-        return attachments
-    out = {k: v for k, v in attachments.items() if not k.startswith("dicom/")}
-    for new, old in enumerate(indices):
-        if f"dicom/{old}" in attachments:
-            out[f"dicom/{new}"] = attachments[f"dicom/{old}"]
-    names = meta.get("dicom_filenames") or []
-    if len(names) > max(indices, default=-1):
-        meta["dicom_filenames"] = [names[i] for i in indices]
-    return out
-
-
 def open_container(source: str | os.PathLike[str] | bytes) -> ContainerFile:
-    """Open container bytes or a container file (kept open until garbage-collected)."""
+    """Open container bytes or a container file; close it with ``close()`` or a ``with``."""
     if isinstance(source, bytes | bytearray | memoryview):
         return ContainerFile(io.BytesIO(bytes(source)), "<bytes>")
     path = Path(source)
@@ -361,12 +357,10 @@ def open_container(source: str | os.PathLike[str] | bytes) -> ContainerFile:
 def decompress(source: str | os.PathLike[str] | bytes, slices: Iterable[int] | None = None,
                progress: ProgressFn | None = None) -> MedImage:
     """Decode a container (bytes or file) back to a MedImage; ``slices`` picks some only."""
-    container = open_container(source)
-    try:
-        return container.image(slices, progress)
-    except MedcodecError as exc:
-        if container.name != "<bytes>" and not str(exc).startswith(container.name):
-            raise type(exc)(f"{container.name}: {exc}") from None
-        raise
-    finally:
-        container.reader._stream.close()
+    with open_container(source) as container:
+        try:
+            return container.image(slices, progress)
+        except MedcodecError as exc:
+            if container.name != "<bytes>" and not str(exc).startswith(container.name):
+                raise type(exc)(f"{container.name}: {exc}") from None
+            raise

@@ -550,7 +550,7 @@ def transcode_dataset(ds: Any, options: TranscodeOptions,
     """Code ``ds`` (modified in place) into Part 10 bytes; raise unless the check passes."""
     from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
 
-    from medcodec import __version__
+    from medcodec._version import __version__
     from medcodec.io.dicom import _mark_lossy
     from medcodec.io.dicom_header import drop_structural_tags, explicit_vr, is_implicit
 

@@ -12,7 +12,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from medcodec import __version__
+from medcodec._version import __version__
 from medcodec.errors import MedcodecError
 
 EXIT_ERROR = 2

@@ -246,8 +246,7 @@ def decompress(args: argparse.Namespace) -> int:
     from medcodec.pipeline import open_container
 
     _working_on(args.input)
-    container = open_container(args.input)
-    try:
+    with open_container(args.input) as container:
         indices = _parse_slices(args.slices, container.n_slices)
         count = container.n_slices if indices is None else len(indices)
         target = _output_target(args, container.header, count)
@@ -256,8 +255,6 @@ def decompress(args: argparse.Namespace) -> int:
                 image = container.image(indices, progress=bar.update)
             except MedcodecError as exc:
                 raise type(exc)(f"{args.input}: {exc}") from None
-    finally:
-        container.reader._stream.close()
     if args.output.endswith(("/", os.sep)):
         Path(args.output).mkdir(parents=True, exist_ok=True)  # "-o DIR/": write inside DIR
     written = write(image, target, format=args.format, force=args.force)
@@ -279,7 +276,7 @@ def info(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(rows, indent=2))
         else:
-            from medcodec import __version__
+            from medcodec._version import __version__
 
             print(f"medcodec {__version__} codecs:")
             for row in rows:
@@ -329,8 +326,7 @@ def _dicom_summary(blob: bytes) -> dict[str, Any]:
 def _container_info(path: Path) -> dict[str, Any]:
     from medcodec.pipeline import open_container
 
-    container = open_container(path)
-    try:
+    with open_container(path) as container:
         header = container.header
         image = header["image"]
         codec = header["codec"]
@@ -362,8 +358,6 @@ def _container_info(path: Path) -> dict[str, Any]:
         if notes:
             out["elements not carried verbatim"] = {str(k): n for k, n in enumerate(notes)}
         return out
-    finally:
-        container.reader._stream.close()
 
 
 def _image_info(path: Path) -> dict[str, Any]:

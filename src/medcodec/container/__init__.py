@@ -11,6 +11,7 @@ from medcodec.container.format import (
     open_bytes,
     pack,
     pack_attachments,
+    select_slice_attachments,
     unpack_attachments,
 )
 from medcodec.container.schema import HeaderError, validate_header, validate_image
@@ -27,6 +28,7 @@ __all__ = [
     "open_bytes",
     "pack",
     "pack_attachments",
+    "select_slice_attachments",
     "unpack_attachments",
     "validate_header",
     "validate_image",

@@ -146,7 +146,19 @@ def _stream_size(stream: BinaryIO) -> int:
 
 
 class ContainerReader:
-    """Validated, random-access view of a container held in a seekable binary stream."""
+    """Validated, random-access view of a container held in a seekable binary stream.
+
+    It owns the stream: ``close()`` (or a ``with`` block) closes it.
+    """
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def __enter__(self) -> ContainerReader:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def __init__(self, stream: BinaryIO, name: str = "<stream>") -> None:
         self.name = name
@@ -231,3 +243,19 @@ def looks_like_container(path: str | os.PathLike[str]) -> bool:
             return fh.read(len(MAGIC)) == MAGIC
     except OSError:
         return False
+
+
+def select_slice_attachments(attachments: Mapping[str, bytes], meta: dict[str, Any],
+                             indices: list[int]) -> dict[str, bytes]:
+    """The side data of some slices only: per-slice DICOM headers (``dicom/k``) of the chosen
+    slices, renumbered from 0, and their file names in ``meta`` (changed in place)."""
+    if meta.get("dicom_layout") != "files":
+        return dict(attachments)
+    out = {k: v for k, v in attachments.items() if not k.startswith("dicom/")}
+    for new, old in enumerate(indices):
+        if f"dicom/{old}" in attachments:
+            out[f"dicom/{new}"] = attachments[f"dicom/{old}"]
+    names = meta.get("dicom_filenames") or []
+    if len(names) > max(indices, default=-1):
+        meta["dicom_filenames"] = [names[i] for i in indices]
+    return out

@@ -36,6 +36,16 @@ READ_FORMATS = ("dicom", "nifti", "itk", "png", "tiff", "npy", "container")
 WRITE_FORMATS = ("dicom", "nifti", "png", "npy", "tiff", "itk")
 
 
+#: Readers of formats whose code lives outside io, registered by the room that owns them (the
+#: package root registers the ``.mdcx`` container's): io never imports the pipeline.
+_REGISTERED_READERS: dict[str, Callable[[Path], MedImage]] = {}
+
+
+def register_reader(fmt: str, reader: Callable[[Path], MedImage]) -> None:
+    """Let :func:`read_file` read format ``fmt`` (as :func:`detect_format` names it)."""
+    _REGISTERED_READERS[fmt] = reader
+
+
 def format_from_name(path: str | os.PathLike[str]) -> str | None:
     name = str(path).lower()
     for ext in sorted(_EXTENSIONS, key=len, reverse=True):
@@ -85,10 +95,8 @@ def read_file(path: str | os.PathLike[str]) -> MedImage:
         from medcodec.io.npy import read_npy
 
         return read_npy(path)
-    if fmt == "container":
-        from medcodec.pipeline import decompress
-
-        return decompress(path)
+    if fmt in _REGISTERED_READERS:
+        return _REGISTERED_READERS[fmt](path)
     raise InputError(f"{path}: unrecognised file format (not DICOM, NIfTI, MHD/MHA, NRRD, "
                      "PNG, TIFF, NPY or .mdcx)")
 
@@ -211,4 +219,4 @@ def _writer(fmt: str) -> Callable[[MedImage, Path], None]:
 
 
 __all__ = ["READ_FORMATS", "WRITE_FORMATS", "detect_format", "read", "read_all", "read_file",
-           "write"]
+           "register_reader", "write"]

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from medcodec import __version__
+from medcodec._version import __version__
 from medcodec.bench import report as bench_report
 from medcodec.errors import InputError
 from medcodec.report import pack
