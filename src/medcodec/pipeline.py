@@ -135,8 +135,7 @@ def compress(
     chosen.check_shape(image.rows, image.cols)
     if bpp is not None and chosen.knob is None:
         raise MedcodecError(f"codec {chosen.name} has no quality knob to search for --bpp")
-    supports = getattr(chosen, "supports_previous", None)
-    if inter_slice is not None and not (supports and supports(spec)):
+    if inter_slice is not None and not chosen.supports_previous(spec):
         inter_slice = None  # this codec and mode code every slice alone
     chunks: list[bytes] = []
     records: list[dict[str, Any]] = []
@@ -231,7 +230,7 @@ class ContainerFile:
         self.key_interval: int | None = self.header.get("inter_slice")
         clip = self.header["image"].get("value_range")  # absent in streams before 0.2
         self.clip: tuple[int, int] | None = None if clip is None else (clip[0], clip[1])
-        if (self.key_interval or 1) > 1 and not getattr(self.codec, "uses_previous", False):
+        if (self.key_interval or 1) > 1 and not self.codec.uses_previous:
             raise HeaderError("inter_slice", f"= {self.key_interval}, but codec {self.codec.name} "
                               "codes every slice alone (it takes no previous slice)")
         self._weights = info.get("weights_sha256") if self.codec.uses_weights else None

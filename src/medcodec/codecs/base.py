@@ -81,6 +81,14 @@ class Codec(ABC):
     max_side: ClassVar[int] = 1 << 16
     #: Whether streams name model weights (``codec.weights_sha256`` in the container).
     uses_weights: ClassVar[bool] = False
+    #: Whether the codec can take the previous decoded slice as context (``previous=`` in
+    #: encode and decode); a container's ``inter_slice`` is refused for codecs that cannot.
+    uses_previous: ClassVar[bool] = False
+
+    @classmethod
+    def supports_previous(cls, spec: CodingSpec) -> bool:
+        """Whether slices coded with ``spec`` can use the previous slice (installed models)."""
+        return False
 
     @classmethod
     def available(cls) -> bool:
