@@ -108,15 +108,13 @@ def test_one_pixel_image(name: str) -> None:
     codec = _codec(name)
     image = np.array([[200]], dtype=np.uint16)
     spec = CodingSpec() if Mode.LOSSLESS in codec.modes else _lossy(LOSSY_LADDER[name][-1])
-    try:
-        data = codec.encode(image, 12, spec)
-    except MedcodecError as exc:  # allowed, if it says why
-        assert str(exc)
-        return
+    data = codec.encode(image, 12, spec)  # every codec here codes a single pixel
     back = codec.decode(data, (1, 1), 12)
     assert back.shape == (1, 1)
     if spec.mode is Mode.LOSSLESS:
         assert int(back[0, 0]) == 200
+    else:  # the finest lossy setting keeps one flat pixel close
+        assert abs(int(back[0, 0]) - 200) <= 16
 
 
 @pytest.mark.parametrize(

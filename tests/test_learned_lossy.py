@@ -73,30 +73,28 @@ def test_damaged_streams_are_errors_not_garbage() -> None:
 
 
 def test_attention_and_filter_stages_can_be_switched_off() -> None:
+    """Variants are copies: the cached shipped model every other test uses stays as it is."""
+    from dataclasses import replace
+
     from medcodec.codecs.learned import DEFAULT_LOSSY_WEIGHTS, load_model
 
     model, _ = load_model("wavelet", DEFAULT_LOSSY_WEIGHTS)
+    before = (model.use_attention, model.use_filter)
     image = smooth_image((64, 64), 12).astype(np.int64)
     full = model.encode(image, 12, 16.0)
-    try:
-        model.use_attention = False
-        plain = model.encode(image, 12, 16.0)
-        assert plain != full
-        assert model.decode(plain, image.shape, 12).shape == image.shape
-    finally:
-        model.use_attention = True
-    try:
-        model.use_filter = True
-        filtered_stream = model.encode(image, 12, 16.0)
-        model.use_filter = False
-        plain_stream = model.encode(image, 12, 16.0)
-    finally:
-        model.use_filter = False  # the shipped default: the stream's flag decides at decode
+    no_attention = replace(model, use_attention=False)
+    plain = no_attention.encode(image, 12, 16.0)
+    assert plain != full
+    assert no_attention.decode(plain, image.shape, 12).shape == image.shape
+    filtered_stream = replace(model, use_filter=True).encode(image, 12, 16.0)
+    plain_stream = replace(model, use_filter=False).encode(image, 12, 16.0)
     assert filtered_stream != plain_stream  # only the header flag differs
-    filtered = model.decode(filtered_stream, image.shape, 12)
+    filtered = model.decode(filtered_stream, image.shape, 12)  # the stream's flag decides
     unfiltered = model.decode(plain_stream, image.shape, 12)
     assert filtered.shape == unfiltered.shape == image.shape
     assert not np.array_equal(filtered, unfiltered)
+    assert (model.use_attention, model.use_filter) == before
+    assert model.encode(image, 12, 16.0) == full
 
 
 def test_hot_path_network_input_order_matches_training() -> None:

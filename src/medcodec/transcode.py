@@ -304,10 +304,12 @@ def _encode_jpegls(frame: np.ndarray, bits: int, signed: bool, near: float | Non
 def _encode_jpegxl(frame: np.ndarray, bits: int, signed: bool, distance: float | None) -> bytes:
     import imagecodecs
 
+    from medcodec.codecs.jpegxl import EFFORT
+
     options: dict[str, Any] = ({"lossless": True} if distance is None
                                else {"lossless": False, "distance": float(distance)})
     return bytes(imagecodecs.jpegxl_encode(
-        _bit_pattern(frame, bits), effort=7, bitspersample=bits, usecontainer=False,
+        _bit_pattern(frame, bits), effort=EFFORT, bitspersample=bits, usecontainer=False,
         numthreads=1, **options))
 
 

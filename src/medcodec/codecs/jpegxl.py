@@ -20,7 +20,8 @@ from medcodec.codecs.base import (
     unsigned_dtype,
 )
 
-_EFFORT = 7
+#: libjxl's default effort: the setting every JPEG XL figure here is measured at.
+EFFORT = 7
 
 
 class JpegXlCodec(ImagecodecsCodec):
@@ -51,7 +52,7 @@ class JpegXlCodec(ImagecodecsCodec):
             precision = bits
         return bytes(
             imagecodecs.jpegxl_encode(
-                data, effort=_EFFORT, bitspersample=precision, numthreads=1, **options
+                data, effort=EFFORT, bitspersample=precision, numthreads=1, **options
             )
         )
 

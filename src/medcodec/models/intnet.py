@@ -80,13 +80,10 @@ class IntMLP:
             w = np.asarray(w, np.float64)
             if k == 0:
                 w = w * np.asarray(input_scale, np.float64)[:, None]
-                in_scale = 1.0
-            else:
-                in_scale = 2.0 ** -in_frac
             peak = max(float(np.abs(w).max()), 1e-12)
             w_frac = int(np.floor(np.log2((WEIGHT_LIMIT - 1) / 2 / peak)))
             w_int = np.round(w * 2.0**w_frac)
-            # sum carries scale in_scale * 2**-w_frac; we want 2**-act_bits
+            # the sum carries 2**-(w_frac + the input's fraction bits); we want 2**-act_bits
             total_frac = w_frac + (0 if k == 0 else in_frac)
             shift = total_frac - act_bits
             b_int = np.round(np.asarray(b, np.float64) * 2.0**total_frac)
@@ -94,7 +91,6 @@ class IntMLP:
                 w_int = np.round(w_int * 2.0**shift)
                 b_int = np.round(b_int * 2.0**shift)
                 shift = 0
-            del in_scale
             layers.append(IntLayer(w_int, b_int, shift, relu=k < len(weights) - 1))
             in_frac = act_bits
         return cls(layers)

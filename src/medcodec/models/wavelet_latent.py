@@ -320,8 +320,14 @@ class BandNet:
         return IntMLP([layer, *self.mlp.layers[1:]])
 
 
+#: The entropy MLP's output carries 8 fraction bits (IntMLP act_bits: 256 per table step): adding
+#: half a step and flooring rounds it to the nearest table index.
+_OUT_ONE = 1 << 8
+
+
 def _table_index(out: np.ndarray) -> np.ndarray:
-    return np.clip(np.floor((out[:, 0] + 128.0) / 256.0), 0, SCALE_COUNT - 1).astype(np.int64)
+    index = np.floor((out[:, 0] + _OUT_ONE / 2) / _OUT_ONE)
+    return np.clip(index, 0, SCALE_COUNT - 1).astype(np.int64)
 
 
 def softmax_table() -> np.ndarray:
@@ -335,7 +341,7 @@ class WaveletModel:
     nets: list[BandNet]  # per orientation
     band_weights: np.ndarray  # (1 + 3 * LEVELS,) step weight of LL and each detail band
     recon_offsets: np.ndarray  # (3, 3) int: per orientation, |q| = 1, 2, >= 3 (1/256 units)
-    filter_taps: np.ndarray  # (len(FILTER_BANDS) + 1, 9) int taps / 2**12, summing to 2**12
+    filter_taps: np.ndarray  # (len(FILTER_BANDS) + 1, 9) int taps / FILTER_ONE, summing to it
     thresholds: np.ndarray
     tables: LaplaceTables
     use_attention: bool = True
@@ -587,15 +593,20 @@ def filter_band(step: float) -> int:
     return int(np.searchsorted(FILTER_BANDS, step))
 
 
+#: Fraction bits of the decoder filter's integer taps: a tap of FILTER_ONE is 1.0.
+FILTER_FRACTION_BITS = 12
+FILTER_ONE = 1 << FILTER_FRACTION_BITS
+
+
 def apply_filter(pixels: np.ndarray, taps: np.ndarray, top: int) -> np.ndarray:
-    """The decoder's 3x3 spatial filter in integers (taps / 2**12): exact everywhere."""
+    """The decoder's 3x3 spatial filter in integers (taps / FILTER_ONE): exact everywhere."""
     h, w = pixels.shape
     p = np.pad(pixels, 1, mode="edge")
-    acc = np.full((h, w), 1 << 11, np.int64)
+    acc = np.full((h, w), FILTER_ONE // 2, np.int64)  # rounds the shift below
     for k in range(9):
         r, c = divmod(k, 3)
         acc += int(taps[k]) * p[r:r + h, c:c + w]
-    return np.clip(acc >> 12, 0, top)
+    return np.clip(acc >> FILTER_FRACTION_BITS, 0, top)
 
 
 def _q_crc(q_all: list[np.ndarray]) -> int:

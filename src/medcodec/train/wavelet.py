@@ -215,16 +215,16 @@ def fit_filter(model: wl.WaveletModel, slices: Sequence[np.ndarray], rng: np.ran
                                                           image.ravel()[pick].astype(np.float64)))
     model.use_filter = True
     taps = np.zeros((len(wl.FILTER_BANDS) + 1, 9), np.int64)
-    taps[:, 4] = 1 << 12
+    taps[:, 4] = wl.FILTER_ONE
     for band, parts in rows.items():
         a = np.concatenate([x for x, _ in parts])
         y = np.concatenate([t for _, t in parts])
         # residual form: y - centre = sum t_k (x_k - centre), taps summing to 1 overall
         centre = a[:, 4:5]
         t, *_ = np.linalg.lstsq(a - centre, y - centre[:, 0], rcond=None)
-        t = np.round(t * 4096).astype(np.int64)
+        t = np.round(t * wl.FILTER_ONE).astype(np.int64)
         t[4] = 0
-        t[4] = 4096 - int(t.sum())
+        t[4] = wl.FILTER_ONE - int(t.sum())
         taps[band] = t
     return taps
 
