@@ -34,6 +34,8 @@ class Knob:
     #: True when a larger value gives more bits (quality); False for distance/QP-like knobs.
     rate_increases: bool = True
     integer: bool = False
+    #: Search on a log axis (steps, distances); None: decided by the range (see rate.py).
+    log_scale: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -85,10 +87,28 @@ class Codec(ABC):
     #: encode and decode); a container's ``inter_slice`` is refused for codecs that cannot.
     uses_previous: ClassVar[bool] = False
 
+    #: DICOM transfer syntaxes of :meth:`dicom_encode`'s codestreams: (lossless, lossy) UIDs,
+    #: or None for a codec DICOM has no transfer syntax for.
+    dicom_syntaxes: ClassVar[tuple[str, str] | None] = None
+
     @classmethod
     def supports_previous(cls, spec: CodingSpec) -> bool:
         """Whether slices coded with ``spec`` can use the previous slice (installed models)."""
         return False
+
+    def dicom_knob(self, bits: int) -> Knob:
+        """The setting :meth:`dicom_encode` takes for lossy frames of ``bits`` bits."""
+        raise CodecUnavailableError(f"codec {self.name!r} has no DICOM transfer syntax")
+
+    def dicom_encode(self, frame: np.ndarray, bits: int, signed: bool,
+                     setting: float | None = None) -> bytes:
+        """One DICOM-conformant codestream of a frame of *stored* values (signed or not).
+
+        Unlike :meth:`encode` (min-shifted unsigned data for our container), the codestream
+        states what DICOM states (PS3.5 8.2): precision = Bits Stored, signedness = Pixel
+        Representation. ``setting`` is None for lossless, else a :meth:`dicom_knob` value.
+        """
+        raise CodecUnavailableError(f"codec {self.name!r} has no DICOM transfer syntax")
 
     @classmethod
     def available(cls) -> bool:
@@ -199,6 +219,13 @@ def decode_into(decoder: Callable[..., np.ndarray], data: bytes, shape: tuple[in
     if bits < decoded.dtype.itemsize * 8:
         np.minimum(decoded, (1 << bits) - 1, out=decoded)
     return decoded
+
+
+def twos_complement_pattern(frame: np.ndarray, bits: int) -> np.ndarray:
+    """Stored values as their two's-complement bit pattern in ``bits`` bits, unsigned: how
+    signed data travel in codecs without signed samples (JPEG-LS, JPEG XL; PS3.5 A.4.3)."""
+    mask = (1 << bits) - 1
+    return (frame.astype(np.int64) & mask).astype(np.uint8 if bits <= 8 else np.uint16)
 
 
 def checked_shape(decoded: np.ndarray, shape: tuple[int, int], codec: str) -> np.ndarray:

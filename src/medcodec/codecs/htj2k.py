@@ -22,7 +22,7 @@ from medcodec.codecs.base import (
     checked_shape,
     unsigned_dtype,
 )
-from medcodec.codecs.jpeg2000 import check_siz
+from medcodec.codecs.jpeg2000 import check_siz, j2k_levels, set_j2k_precision
 from medcodec.errors import CorruptStreamError
 
 #: 5 decomposition levels, as for JPEG 2000 (OpenJPH's default too).
@@ -38,6 +38,42 @@ class Htj2kCodec(ImagecodecsCodec):
     max_bits = 16
     knob = Knob("qstep", 0.1, 2048.0, rate_increases=False, integer=False)
     dicom_method = "ISO_15444_15"
+    #: lossless RPCL (.202: progressive display) and lossy (.203); plain lossless is .201
+    dicom_syntaxes = ("1.2.840.10008.1.2.4.202", "1.2.840.10008.1.2.4.203")
+
+    def dicom_knob(self, bits: int) -> Knob:
+        # the 9/7 quantisation step relative to the full range
+        return Knob("relative_step", 2.0**-20, 0.25, rate_increases=False, log_scale=True)
+
+    def dicom_encode(self, frame: np.ndarray, bits: int, signed: bool,
+                     setting: float | None = None) -> bytes:
+        """OpenJPH through imagecodecs, at the precision DICOM states.
+
+        imagecodecs only codes 8- or 16-bit precision. Lossless: unsigned samples are offset so that
+        OpenJPH's level shift by 2**(P-1) equals the level shift by 2**(B-1) of a B-bit stream (the
+        5/3 wavelet then codes identical coefficients) and SIZ is rewritten to B bits. Lossy: the
+        9/7 step sizes scale with 2**P, so samples are multiplied by 2**(P-B) and SIZ says B bits.
+        The decoded output is compared with the input afterwards in every case.
+        """
+        import imagecodecs
+
+        carrier = frame.dtype.itemsize * 8
+        levels = j2k_levels(*frame.shape, rpcl=True)
+        data = frame.astype(np.int64)
+        if bits < carrier:
+            if setting is not None:
+                data = data << (carrier - bits)
+            elif not signed:
+                data = data + (1 << (carrier - 1)) - (1 << (bits - 1))
+        data = np.ascontiguousarray(data.astype(frame.dtype))
+        if setting is None:
+            stream = imagecodecs.htj2k_encode(data, resolutions=levels + 1, reversible=True,
+                                              tlm=True, tilepart=1)
+        else:
+            stream = imagecodecs.htj2k_encode(data, float(setting), resolutions=levels + 1,
+                                              reversible=False, tlm=True, tilepart=1)
+        stream = bytes(stream)
+        return set_j2k_precision(stream, bits, signed) if bits < carrier else stream
 
     def encode(self, array: np.ndarray, bits: int, spec: CodingSpec) -> bytes:
         import imagecodecs

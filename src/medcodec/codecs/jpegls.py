@@ -11,7 +11,15 @@ from typing import ClassVar
 
 import numpy as np
 
-from medcodec.codecs.base import Codec, CodingSpec, Mode, decode_into, unsigned_dtype
+from medcodec.codecs.base import (
+    Codec,
+    CodingSpec,
+    Knob,
+    Mode,
+    decode_into,
+    twos_complement_pattern,
+    unsigned_dtype,
+)
 
 
 class JpegLsCodec(Codec):
@@ -21,7 +29,20 @@ class JpegLsCodec(Codec):
     min_bits = 2
     max_bits = 16
     dicom_method = "ISO_14495_1"
+    dicom_syntaxes = ("1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81")
     max_side = 65535  # 16-bit frame dimensions
+
+    def dicom_knob(self, bits: int) -> Knob:
+        # NEAR; CharLS allows up to min(255, MAXVAL / 2)
+        return Knob("near", 1, max(1, min(255, (1 << (bits - 1)) - 1)), rate_increases=False,
+                    integer=True, log_scale=False)
+
+    def dicom_encode(self, frame: np.ndarray, bits: int, signed: bool,
+                     setting: float | None = None) -> bytes:
+        """Signed data travel as their bit pattern in Bits Stored bits (PS3.5 A.4.3)."""
+        near = int(setting or 0)
+        spec = CodingSpec(Mode.NEAR_LOSSLESS, near) if near else CodingSpec(Mode.LOSSLESS)
+        return self.encode(twos_complement_pattern(frame, bits), bits, spec)
 
     def min_chunk_bytes(self, rows: int, cols: int, bits: int) -> int:
         # Every line costs at least about one bit, even a constant line in run mode (a constant

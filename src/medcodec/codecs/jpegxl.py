@@ -17,6 +17,7 @@ from medcodec.codecs.base import (
     Knob,
     Mode,
     decode_into,
+    twos_complement_pattern,
     unsigned_dtype,
 )
 
@@ -33,6 +34,21 @@ class JpegXlCodec(ImagecodecsCodec):
     max_bits = 16
     knob = Knob("distance", 0.01, 25.0, rate_increases=False, integer=False)
     dicom_method = "ISO_18181_1"
+    dicom_syntaxes = ("1.2.840.10008.1.2.4.110", "1.2.840.10008.1.2.4.112")
+
+    def dicom_knob(self, bits: int) -> Knob:
+        return Knob("distance", 0.05, 25.0, rate_increases=False, log_scale=True)
+
+    def dicom_encode(self, frame: np.ndarray, bits: int, signed: bool,
+                     setting: float | None = None) -> bytes:
+        """A bare codestream at Bits Stored bits; signed data as their bit pattern."""
+        import imagecodecs
+
+        options: dict[str, object] = ({"lossless": True} if setting is None
+                                      else {"lossless": False, "distance": float(setting)})
+        return bytes(imagecodecs.jpegxl_encode(
+            twos_complement_pattern(frame, bits), effort=EFFORT, bitspersample=bits,
+            usecontainer=False, numthreads=1, **options))
 
     def encode(self, array: np.ndarray, bits: int, spec: CodingSpec) -> bytes:
         import imagecodecs

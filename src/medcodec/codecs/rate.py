@@ -1,7 +1,9 @@
-"""Rate control: find the setting of a codec's quality knob that meets a target bpp.
+"""Rate control: find the setting of a codec's quality knob that meets a target.
 
-Used by ``medcodec compress --bpp`` (per slice) and by the benchmark (per image), so every codec
-can be compared, or asked for, at the same rate whatever its knob means.
+:func:`rate_search` meets a target bpp (``medcodec compress --bpp`` per slice, the benchmark per
+image), so every codec can be compared, or asked for, at the same rate whatever its knob
+means; :func:`fit_budget` finds the richest setting whose output fits a byte budget
+(``medcodec transcode --ratio``).
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ def rate_search(
     if target_bpp <= 0:
         raise ValueError(f"target bpp must be positive, got {target_bpp}")
     if log_scale is None:
-        log_scale = knob.low > 0 and knob.high / knob.low >= 100
+        log_scale = _log_axis(knob)
     if log_scale and knob.low <= 0:
         raise ValueError("a log-scale search needs a knob whose low end is positive")
 
@@ -112,3 +114,45 @@ def rate_search(
                 f_cheap /= 2
             kept = -1
     return result()
+
+
+def _log_axis(knob: Knob) -> bool:
+    if knob.log_scale is not None:
+        return knob.log_scale
+    return knob.low > 0 and knob.high / knob.low >= 100
+
+
+def fit_budget(encode_fn: Callable[[float], bytes], knob: Knob, budget: int, *,
+               steps: int = 14) -> tuple[bytes, float]:
+    """The output and setting with the most bytes that still fit in ``budget`` bytes.
+
+    Bisection on the knob's axis (log or linear, as :func:`rate_search`), ``steps`` halvings at
+    most, stopping early when an integer knob's bracket closes. When even the cheapest setting
+    does not fit, its output is returned: the caller compares the size with the budget.
+    """
+    log = _log_axis(knob)
+    cheap, rich = (knob.low, knob.high) if knob.rate_increases else (knob.high, knob.low)
+
+    def value(u: float) -> float:  # u = 0: the cheapest setting, u = 1: the richest
+        if log:
+            a, b = math.log(cheap), math.log(rich)
+            setting = math.exp(a + u * (b - a))
+        else:
+            setting = cheap + u * (rich - cheap)
+        return float(round(setting)) if knob.integer else setting
+
+    top = encode_fn(value(1.0))
+    if len(top) <= budget:
+        return top, value(1.0)
+    low, high = 0.0, 1.0
+    best = encode_fn(value(0.0)), value(0.0)
+    for _ in range(steps):
+        mid = (low + high) / 2
+        data = encode_fn(value(mid))
+        if len(data) <= budget:
+            best, low = (data, value(mid)), mid
+        else:
+            high = mid
+        if knob.integer and value(low) == value(high):
+            break
+    return best

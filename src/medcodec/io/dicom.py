@@ -163,7 +163,7 @@ def _frame_geometry(ds: Any, n_frames: int) -> tuple[tuple[float, ...] | None, n
     return orientation, positions, (spacing if spacing is None else (spacing[0], spacing[1]))
 
 
-def _ensure_transfer_syntax(ds: Any) -> None:
+def ensure_transfer_syntax(ds: Any) -> None:
     """Bare datasets (no File Meta) get the transfer syntax they were actually read with."""
     from pydicom.dataset import FileMetaDataset
     from pydicom.uid import (
@@ -185,7 +185,7 @@ def _ensure_transfer_syntax(ds: Any) -> None:
 
 
 def _decode_pixels(ds: Any, path: Path) -> np.ndarray:
-    _ensure_transfer_syntax(ds)
+    ensure_transfer_syntax(ds)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -479,7 +479,7 @@ def _is_enhanced(ds: Any) -> bool:
     return "Enhanced" in name or "Legacy Converted" in name
 
 
-def _mark_lossy(ds: Any, lossy: dict[str, Any]) -> None:
+def mark_lossy(ds: Any, lossy: dict[str, Any]) -> None:
     """PS3.3 C.7.6.1.1.5 bookkeeping for an image that went through a lossy step.
 
     Lossy Image Compression "01", a ratio and a method appended (one method per ratio, as the
@@ -565,7 +565,7 @@ def build_datasets(image: MedImage) -> list[tuple[str, Any]]:
         ds["PixelData"].VR = "OB" if bits_allocated <= 8 else "OW"
         ds.file_meta.TransferSyntaxUID = output_syntax(ds)
         if lossy:
-            _mark_lossy(ds, lossy)
+            mark_lossy(ds, lossy)
         out.append((name, ds))
     return out
 
