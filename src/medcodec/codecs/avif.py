@@ -23,7 +23,6 @@ from medcodec.codecs.base import (
     Knob,
     Mode,
     decode_into,
-    unsigned_dtype,
 )
 
 _SPEED = 4
@@ -54,16 +53,15 @@ class AvifCodec(ImagecodecsCodec):
     def encode(self, array: np.ndarray, bits: int, spec: CodingSpec) -> bytes:
         import imagecodecs
 
-        self.check(bits, spec)
-        data = np.ascontiguousarray(array, dtype=unsigned_dtype(bits))
+        data, setting = self.prepared(array, bits, spec)
         depth = _av1_depth(bits)
-        if spec.mode is Mode.LOSSLESS:
+        if setting is None:
             return bytes(
                 imagecodecs.avif_encode(
                     data, 100, bitspersample=depth, speed=_SPEED, codec="aom", numthreads=1
                 )
             )
-        quality = round(self.knob_value(spec))
+        quality = round(setting)
         rgb = np.repeat(data[..., np.newaxis], 3, axis=2)
         return bytes(
             imagecodecs.avif_encode(

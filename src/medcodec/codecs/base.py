@@ -162,6 +162,14 @@ class Codec(ABC):
             )
         return value
 
+    def prepared(self, array: np.ndarray, bits: int,
+                 spec: CodingSpec) -> tuple[np.ndarray, float | None]:
+        """The preamble every library-backed encode shares: the request checked, the array as
+        contiguous unsigned samples of ``bits`` bits, and the lossy setting (None otherwise)."""
+        self.check(bits, spec)
+        data = np.ascontiguousarray(array, dtype=unsigned_dtype(bits))
+        return data, (self.knob_value(spec) if spec.mode is Mode.LOSSY else None)
+
     @abstractmethod
     def encode(self, array: np.ndarray, bits: int, spec: CodingSpec) -> bytes:
         """Code a 2-D unsigned array whose values are all below ``2**bits``."""

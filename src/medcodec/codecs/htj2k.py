@@ -78,13 +78,10 @@ class Htj2kCodec(ImagecodecsCodec):
     def encode(self, array: np.ndarray, bits: int, spec: CodingSpec) -> bytes:
         import imagecodecs
 
-        self.check(bits, spec)
-        dtype = unsigned_dtype(bits)
-        data = np.ascontiguousarray(array, dtype=dtype)
-        if spec.mode is Mode.LOSSY:
-            self.knob_value(spec)
-            precision = dtype.itemsize * 8
-            step = float(spec.quality) / 2.0**precision
+        data, qstep = self.prepared(array, bits, spec)
+        if qstep is not None:
+            precision = data.dtype.itemsize * 8
+            step = qstep / 2.0**precision
             return bytes(
                 imagecodecs.htj2k_encode(data, step, resolutions=_LEVELS + 1, reversible=False)
             )

@@ -17,7 +17,6 @@ from medcodec.codecs.base import (
     Knob,
     Mode,
     decode_into,
-    unsigned_dtype,
 )
 
 
@@ -45,9 +44,8 @@ class Jpeg12Codec(ImagecodecsCodec):
     def encode(self, array: np.ndarray, bits: int, spec: CodingSpec) -> bytes:
         import imagecodecs
 
-        self.check(bits, spec)
-        data = np.ascontiguousarray(array, dtype=unsigned_dtype(bits))
-        quality = round(self.knob_value(spec))
+        data, setting = self.prepared(array, bits, spec)
+        quality = round(setting or 0)
         return bytes(
             imagecodecs.jpeg8_encode(
                 data, level=quality, bitspersample=8 if bits <= 8 else 12, optimize=True

@@ -21,7 +21,6 @@ from medcodec.codecs.base import (
     Knob,
     Mode,
     decode_into,
-    unsigned_dtype,
 )
 from medcodec.errors import CorruptStreamError
 
@@ -58,19 +57,15 @@ class Jpeg2000Codec(ImagecodecsCodec):
     def encode(self, array: np.ndarray, bits: int, spec: CodingSpec) -> bytes:
         import imagecodecs
 
-        self.check(bits, spec)
-        data = np.ascontiguousarray(array, dtype=unsigned_dtype(bits))
-        lossy = spec.mode is Mode.LOSSY
-        if lossy:
-            self.knob_value(spec)
+        data, psnr = self.prepared(array, bits, spec)
         return bytes(
             imagecodecs.jpeg2k_encode(
                 data,
-                level=float(spec.quality) if lossy else None,
+                level=psnr,
                 codecformat="J2K",
                 bitspersample=bits,
                 resolutions=_RESOLUTIONS,
-                reversible=not lossy,
+                reversible=psnr is None,
                 numthreads=1,
             )
         )

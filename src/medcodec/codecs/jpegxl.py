@@ -18,7 +18,6 @@ from medcodec.codecs.base import (
     Mode,
     decode_into,
     twos_complement_pattern,
-    unsigned_dtype,
 )
 
 #: libjxl's default effort: the setting every JPEG XL figure here is measured at.
@@ -53,15 +52,13 @@ class JpegXlCodec(ImagecodecsCodec):
     def encode(self, array: np.ndarray, bits: int, spec: CodingSpec) -> bytes:
         import imagecodecs
 
-        self.check(bits, spec)
-        data = np.ascontiguousarray(array, dtype=unsigned_dtype(bits))
-        if spec.mode is Mode.LOSSY:
-            self.knob_value(spec)
+        data, distance = self.prepared(array, bits, spec)
+        if distance is not None:
             # Lossy is coded in the full 16-bit container, not at precision B: libjxl's
             # perceptual quantisation then spends bits where PSNR counts, and on our CT this
             # is the stronger competitor (BD-rate vs JPEG 2000 about +24% instead of +49%).
             # The decoded values are the same stored units either way.
-            options: dict[str, object] = {"lossless": False, "distance": float(spec.quality)}
+            options: dict[str, object] = {"lossless": False, "distance": distance}
             precision = 16 if bits > 8 else 8
         else:
             options = {"lossless": True}

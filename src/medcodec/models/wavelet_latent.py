@@ -413,12 +413,12 @@ class WaveletModel:
 
         return np.where(cost(smaller) < cost(nearest), smaller, nearest)
 
-    def _hyper(self, details_q: list[np.ndarray], level: int) -> np.ndarray:
+    def hyper_code(self, details_q: list[np.ndarray], level: int) -> np.ndarray:
         """z for one level: log-coded energy of the three orientations per block."""
         energy = sum(np.abs(d) for d in details_q)
         return _block_code(energy, level, self.thresholds)
 
-    def _ll_activity(self, ll_q: np.ndarray) -> np.ndarray:
+    def ll_activity(self, ll_q: np.ndarray) -> np.ndarray:
         mean = np.floor_divide(box_sum(ll_q, 1), 9)
         return ll_q - mean
 
@@ -435,20 +435,20 @@ class WaveletModel:
         segments.append(self._coder.encode(ll_res, np.full(ll_res.shape, ll_table)))
         z_table = 0
         q_all = [q_ll]
-        parent = [self._ll_activity(q_ll)] * 3
+        parent = [self.ll_activity(q_ll)] * 3
         for depth in range(levels):
             qs = [quantise(bands.details[depth][o], steps[1 + 3 * depth + o]) for o in range(3)]
             z = None
             if depth >= levels - HYPER_LEVELS:
-                zb = self._hyper(qs, levels - depth)
+                zb = self.hyper_code(qs, levels - depth)
                 z_res = _dpcm_residuals(zb)
                 z_table = _table_for(z_res, self.tables)
                 segments.append(bytes([z_table])
                                 + self._coder.encode(z_res, np.full(z_res.shape, z_table)))
-                z = _expand_blocks(zb, qs[0].shape, levels - depth)
+                z = expand_blocks(zb, qs[0].shape, levels - depth)
             for o in range(3):
                 band_step = steps[1 + 3 * depth + o]
-                ctx = BandContext(depth, o, _step_code(band_step, self.thresholds),
+                ctx = BandContext(depth, o, step_code(band_step, self.thresholds),
                                   parent, qs[:o], z, levels)
                 q = qs[o]
                 known = np.zeros(q.shape, bool)
@@ -492,7 +492,7 @@ class WaveletModel:
         ll_res = self._coder.decode(next(seg), np.full(ll_shape, ll_table))
         q_ll = _dpcm_reconstruct(ll_res)
         q_all = [q_ll]
-        parent = [self._ll_activity(q_ll)] * 3
+        parent = [self.ll_activity(q_ll)] * 3
         for depth in range(levels):
             band_shape = q_ll.shape if depth == 0 else tuple(2 * s for s in parent[0].shape)
             z = None
@@ -502,10 +502,10 @@ class WaveletModel:
                     raise CorruptStreamError("learned lossy stream side information is damaged")
                 zshape = _block_shape(band_shape, levels - depth)
                 zb = _dpcm_reconstruct(self._coder.decode(blob[1:], np.full(zshape, blob[0])))
-                z = _expand_blocks(zb, band_shape, levels - depth)
+                z = expand_blocks(zb, band_shape, levels - depth)
             qs: list[np.ndarray] = []
             for o in range(3):
-                ctx = BandContext(depth, o, _step_code(steps[1 + 3 * depth + o],
+                ctx = BandContext(depth, o, step_code(steps[1 + 3 * depth + o],
                                                        self.thresholds),
                                   parent, qs[:o], z, levels)
                 q = np.zeros(band_shape, np.int64)
@@ -585,7 +585,7 @@ class WaveletModel:
                    if "wl.use_filter" in arrays else True)
 
 
-def _step_code(step: float, thresholds: np.ndarray) -> int:
+def step_code(step: float, thresholds: np.ndarray) -> int:
     return int(log_code(np.array([round(step * 4)]), thresholds)[0])
 
 
@@ -656,7 +656,7 @@ def _block_code(energy: np.ndarray, level: int, thresholds: np.ndarray) -> np.nd
     return log_code(sums, thresholds)
 
 
-def _expand_blocks(zb: np.ndarray, band_shape: tuple[int, int], level: int) -> np.ndarray:
+def expand_blocks(zb: np.ndarray, band_shape: tuple[int, int], level: int) -> np.ndarray:
     block = _block_size(level)
     r = np.arange(band_shape[0]) // block
     c = np.arange(band_shape[1]) // block

@@ -150,16 +150,16 @@ def extract(slices: Sequence[np.ndarray], settings: WaveletSettings, rng: np.ran
                                             np.log(settings.step_max))))
             steps = wl.band_steps(step, model.band_weights, levels)
             q_ll = wl.quantise(bands.ll, steps[0])
-            parent = [model._ll_activity(q_ll)] * 3
+            parent = [model.ll_activity(q_ll)] * 3
             for depth in range(levels):
                 coeffs = bands.details[depth]
                 qs = [wl.quantise(coeffs[o], steps[1 + 3 * depth + o]) for o in range(3)]
                 z = None
                 if depth >= levels - wl.HYPER_LEVELS:
-                    z = wl._expand_blocks(model._hyper(qs, levels - depth), qs[0].shape,
+                    z = wl.expand_blocks(model.hyper_code(qs, levels - depth), qs[0].shape,
                                           levels - depth)
                 for o in range(3):
-                    ctx = wl.BandContext(depth, o, wl._step_code(steps[1 + 3 * depth + o],
+                    ctx = wl.BandContext(depth, o, wl.step_code(steps[1 + 3 * depth + o],
                                                                  model.thresholds),
                                          parent, qs[:o], z, levels)
                     q = qs[o]
