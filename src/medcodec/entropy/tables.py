@@ -63,6 +63,12 @@ class LaplaceTables:
         mids = (logs[1:] + logs[:-1]) / 2
         return np.searchsorted(mids, np.log(np.maximum(scale, 1e-12))).astype(np.int32)
 
+    def index_for_values(self, values: np.ndarray) -> int:
+        """The one table for a block of symbols sent with a single index (encoder side): the
+        scale nearest their mean magnitude, at least the smallest scale."""
+        scale = float(np.mean(np.abs(values))) if values.size else 0.0
+        return int(self.index_for(np.array([max(scale, float(self.scales[0]))]))[0])
+
     def code_lengths(self, symbols: np.ndarray, indices: np.ndarray) -> np.ndarray:
         """Ideal bits of each symbol under its table (escapes: the escape symbol + 32 bits).
 

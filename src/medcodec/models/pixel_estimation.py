@@ -303,6 +303,18 @@ def scale_step() -> float:
     return math.log(SCALE_MAX / SCALE_MIN) / (SCALE_COUNT - 1)
 
 
+@dataclass(frozen=True)
+class Pass:
+    """One interlace pass as the network predicts it (``PixelEstimator.pass_predictions``)."""
+
+    level: int
+    phase: str
+    view: np.ndarray  # the pass's pixels in the canvas, written by the consumer
+    location: np.ndarray  # predicted value of every pixel of the pass
+    index: np.ndarray  # table index (scale), shifted for near-lossless
+    ref: np.ndarray  # window mean: the fallback predictor
+
+
 @dataclass
 class PixelEstimator:
     """One trained pixel-estimation network per phase, with its tables, as integers."""
@@ -366,6 +378,22 @@ class PixelEstimator:
                 break
         return min(options, key=lambda option: option[0])[1:]
 
+    def pass_predictions(self, canvas: np.ndarray, top: int, shift_d: int,
+                         prior: np.ndarray | None) -> Iterator[Pass]:
+        """The interlace passes in coding order, each with the network's prediction from what
+        ``canvas`` holds so far: the one pass loop of encoder and decoder. The consumer
+        writes each pass's pixels into ``pass.view`` before asking for the next."""
+        coarse = None
+        for level, phase in passes(canvas.shape):
+            grid = level_view(canvas, level)
+            if phase == PHASES[0]:  # the coarse grid stays as it is for the level's phases
+                coarse = PassInputs.coarse_context(grid, self.thresholds)
+            location, index, ref = self.predict(
+                grid, phase, level, top, None if prior is None else level_view(prior, level),
+                coarse)
+            yield Pass(level, phase, phase_view(grid, phase), location,
+                       np.maximum(index - shift_d, 0), ref)
+
     # -- whole images -----------------------------------------------------------------
     def _previous(self, previous: np.ndarray | None, shape: tuple[int, int]
                   ) -> np.ndarray | None:
@@ -386,25 +414,16 @@ class PixelEstimator:
         levels = levels_for(image.shape)
         coarse_src = level_view(image, levels)
         coarse_res = _coarse_residuals(coarse_src, step, top)
-        scale = max(float(np.mean(np.abs(coarse_res))), SCALE_MIN)
-        coarse_index = int(self.tables.index_for(np.array([scale]))[0])
+        coarse_index = self.tables.index_for_values(coarse_res)
         level_view(canvas, levels)[...] = _coarse_reconstruct(coarse_res, step, top)
         segments = [self._coder.encode(coarse_res, np.full(coarse_res.shape, coarse_index))]
-        coarse = start = None
-        for level, phase in passes(image.shape):
-            grid = level_view(canvas, level)
-            if phase == PHASES[0]:  # the coarse grid stays as it is for the level's phases
-                coarse = PassInputs.coarse_context(grid, self.thresholds)
-            location, index, ref = self.predict(
-                grid, phase, level, top, None if prior is None else level_view(prior, level),
-                coarse)
-            truth = phase_view(level_view(image, level), phase).ravel()
-            index = np.maximum(index - shift_d, 0)
-            mode, q, deltas, coded, recon = self._pass_options(truth, location, index, ref,
-                                                               max_error, top, start)
+        start = None
+        for pass_ in self.pass_predictions(canvas, top, shift_d, prior):
+            truth = phase_view(level_view(image, pass_.level), pass_.phase).ravel()
+            mode, q, deltas, coded, recon = self._pass_options(
+                truth, pass_.location, pass_.index, pass_.ref, max_error, top, start)
             start = deltas if mode == 0 else start
-            view = phase_view(grid, phase)
-            view[...] = recon.reshape(view.shape)
+            pass_.view[...] = recon.reshape(pass_.view.shape)
             segments.append(bytes([mode]) + deltas.astype(np.uint8).tobytes()
                             + self._coder.encode(q, coded))
         header = _HEADER.pack(_VERSION, WINDOW_IDS[self.window], max_error, coarse_index,
@@ -431,25 +450,18 @@ class PixelEstimator:
         coarse_shape = level_view(canvas, levels).shape
         res = self._coder.decode(segments[0], np.full(coarse_shape, coarse_index))
         level_view(canvas, levels)[...] = _coarse_reconstruct(res, step, top)
-        coarse = None
-        for segment, (level, phase) in zip(segments[1:], passes(shape), strict=True):
-            grid = level_view(canvas, level)
-            if phase == PHASES[0]:
-                coarse = PassInputs.coarse_context(grid, self.thresholds)
-            location, index, ref = self.predict(
-                grid, phase, level, top, None if prior is None else level_view(prior, level),
-                coarse)
-            index = np.maximum(index - shift_d, 0)
-            bands = len(CALIBRATION_BANDS) + 1
+        bands = len(CALIBRATION_BANDS) + 1
+        for segment, pass_ in zip(segments[1:], self.pass_predictions(canvas, top, shift_d, prior),
+                                  strict=True):
             deltas = np.frombuffer(segment[1 : 1 + bands], np.uint8)
             if (len(deltas) != bands or segment[0] > 1
                     or deltas.max(initial=0) > CALIBRATION_RANGE + CALIBRATION_MAX):
                 raise CorruptStreamError("pixel-estimation stream pass header is damaged")
+            location, index = pass_.location, pass_.index
             if segment[0] == 1:  # the window-mean fallback
-                location, index = ref, np.zeros_like(index)
+                location, index = pass_.ref, np.zeros_like(index)
             q = self._coder.decode(segment[1 + bands :], _apply_calibration(index, deltas))
-            view = phase_view(grid, phase)
-            view[...] = np.clip(location + q * step, 0, top).reshape(view.shape)
+            pass_.view[...] = np.clip(location + q * step, 0, top).reshape(pass_.view.shape)
         return canvas
 
     def _calibrate(self, q: np.ndarray, index: np.ndarray,

@@ -431,7 +431,7 @@ class WaveletModel:
         q_ll = quantise(bands.ll, steps[0])
         segments: list[bytes] = []
         ll_res = _dpcm_residuals(q_ll)
-        ll_table = _table_for(ll_res, self.tables)
+        ll_table = self.tables.index_for_values(ll_res)
         segments.append(self._coder.encode(ll_res, np.full(ll_res.shape, ll_table)))
         z_table = 0
         q_all = [q_ll]
@@ -442,7 +442,7 @@ class WaveletModel:
             if depth >= levels - HYPER_LEVELS:
                 zb = self.hyper_code(qs, levels - depth)
                 z_res = _dpcm_residuals(zb)
-                z_table = _table_for(z_res, self.tables)
+                z_table = self.tables.index_for_values(z_res)
                 segments.append(bytes([z_table])
                                 + self._coder.encode(z_res, np.full(z_res.shape, z_table)))
                 z = expand_blocks(zb, qs[0].shape, levels - depth)
@@ -614,11 +614,6 @@ def _q_crc(q_all: list[np.ndarray]) -> int:
     for q in q_all:
         crc = zlib.crc32(np.ascontiguousarray(q, dtype="<i8").tobytes(), crc)
     return crc & 0xFFFFFFFF
-
-
-def _table_for(values: np.ndarray, tables: LaplaceTables) -> int:
-    scale = max(float(np.mean(np.abs(values))) if values.size else 0.0, SCALE_MIN)
-    return int(tables.index_for(np.array([scale]))[0])
 
 
 def _dpcm_residuals(q: np.ndarray) -> np.ndarray:
