@@ -29,6 +29,7 @@ import functools
 import math
 import struct
 import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -336,6 +337,52 @@ def softmax_table() -> np.ndarray:
 
 # --- the codec -------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class BandPass:
+    """One detail band in coding order: its context and its quantised values ``q`` (filled by
+    the encoder or trainer, zeros the decoder fills pass by pass)."""
+
+    depth: int
+    orient: int
+    step: float
+    ctx: BandContext
+    q: np.ndarray
+
+    def phases(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(positions of the checkerboard phase, positions known before it), in order."""
+        known = np.zeros(self.q.shape, bool)
+        for phase in (0, 1):
+            pos = checkerboard(self.q.shape, phase)
+            yield pos, known.copy()
+            known |= pos
+
+
+#: A level's quantised bands and hyperprior, given at the start of the level: ``(qs, z)``
+#: from the coefficients (encoder, trainer), or ``(None, z)`` with z read from the stream.
+LevelStart = Callable[[int, tuple[int, int]], tuple[list[np.ndarray] | None, np.ndarray | None]]
+
+
+def band_passes(q_ll: np.ndarray, ll_parent: np.ndarray, levels: int, steps: list[float],
+                thresholds: np.ndarray, level_start: LevelStart) -> Iterator[BandPass]:
+    """The detail bands in coding order, coarse to fine, LH, HL, HH: the one schedule of the
+    encoder, the decoder and training. Each band's context reads the parent level and the
+    orientations already coded at this level, so the consumer finishes a band (the decoder
+    decodes it in place) before asking for the next."""
+    parent = [ll_parent] * 3
+    for depth in range(levels):
+        band_shape = q_ll.shape if depth == 0 else tuple(2 * s for s in parent[0].shape)
+        given, z = level_start(depth, band_shape)
+        qs: list[np.ndarray] = []
+        for o in range(3):
+            band_step = steps[1 + 3 * depth + o]
+            ctx = BandContext(depth, o, step_code(band_step, thresholds), parent, qs[:o], z,
+                              levels)
+            q = given[o] if given is not None else np.zeros(band_shape, np.int64)
+            yield BandPass(depth, o, band_step, ctx, q)
+            qs.append(q)
+        parent = qs
+
+
 @dataclass
 class WaveletModel:
     nets: list[BandNet]  # per orientation
@@ -433,10 +480,9 @@ class WaveletModel:
         ll_res = _dpcm_residuals(q_ll)
         ll_table = self.tables.index_for_values(ll_res)
         segments.append(self._coder.encode(ll_res, np.full(ll_res.shape, ll_table)))
-        z_table = 0
         q_all = [q_ll]
-        parent = [self.ll_activity(q_ll)] * 3
-        for depth in range(levels):
+
+        def level_start(depth: int, shape: tuple[int, int]):
             qs = [quantise(bands.details[depth][o], steps[1 + 3 * depth + o]) for o in range(3)]
             z = None
             if depth >= levels - HYPER_LEVELS:
@@ -446,24 +492,20 @@ class WaveletModel:
                 segments.append(bytes([z_table])
                                 + self._coder.encode(z_res, np.full(z_res.shape, z_table)))
                 z = expand_blocks(zb, qs[0].shape, levels - depth)
-            for o in range(3):
-                band_step = steps[1 + 3 * depth + o]
-                ctx = BandContext(depth, o, step_code(band_step, self.thresholds),
-                                  parent, qs[:o], z, levels)
-                q = qs[o]
-                known = np.zeros(q.shape, bool)
-                band_index = self._band_coder(ctx, q.shape)
-                for phase in (0, 1):
-                    pos = checkerboard(q.shape, phase)
-                    index = band_index(np.where(known, q, 0), known, pos)
-                    if self.rdo:
-                        q[pos] = self._rdo_choice(
-                            bands.details[depth][o][pos], q[pos], index, band_step, o,
-                            synthesis_gain(levels - depth, o))
-                    segments.append(self._coder.encode(q[pos], index))
-                    known |= pos
-            parent = qs
-            q_all.extend(qs)
+            return qs, z
+
+        for band in band_passes(q_ll, self.ll_activity(q_ll), levels, steps, self.thresholds,
+                                level_start):
+            q, o = band.q, band.orient
+            band_index = self._band_coder(band.ctx, q.shape)
+            for pos, known in band.phases():
+                index = band_index(np.where(known, q, 0), known, pos)
+                if self.rdo:
+                    q[pos] = self._rdo_choice(
+                        bands.details[band.depth][o][pos], q[pos], index, band.step, o,
+                        synthesis_gain(levels - band.depth, o))
+                segments.append(self._coder.encode(q[pos], index))
+            q_all.append(q)
         crc = _q_crc(q_all)
         flags = _FLAG_FILTER if self.use_filter else 0
         header = _HEADER.pack(_VERSION, levels, step, ll_table, flags, crc)
@@ -492,9 +534,8 @@ class WaveletModel:
         ll_res = self._coder.decode(next(seg), np.full(ll_shape, ll_table))
         q_ll = _dpcm_reconstruct(ll_res)
         q_all = [q_ll]
-        parent = [self.ll_activity(q_ll)] * 3
-        for depth in range(levels):
-            band_shape = q_ll.shape if depth == 0 else tuple(2 * s for s in parent[0].shape)
+
+        def level_start(depth: int, band_shape: tuple[int, int]):
             z = None
             if depth >= levels - HYPER_LEVELS:
                 blob = next(seg)
@@ -503,22 +544,14 @@ class WaveletModel:
                 zshape = _block_shape(band_shape, levels - depth)
                 zb = _dpcm_reconstruct(self._coder.decode(blob[1:], np.full(zshape, blob[0])))
                 z = expand_blocks(zb, band_shape, levels - depth)
-            qs: list[np.ndarray] = []
-            for o in range(3):
-                ctx = BandContext(depth, o, step_code(steps[1 + 3 * depth + o],
-                                                       self.thresholds),
-                                  parent, qs[:o], z, levels)
-                q = np.zeros(band_shape, np.int64)
-                known = np.zeros(band_shape, bool)
-                band_index = self._band_coder(ctx, band_shape)
-                for phase in (0, 1):
-                    pos = checkerboard(band_shape, phase)
-                    index = band_index(q, known, pos)
-                    q[pos] = self._coder.decode(next(seg), index)
-                    known |= pos
-                qs.append(q)
-            parent = qs
-            q_all.extend(qs)
+            return None, z
+
+        for band in band_passes(q_ll, self.ll_activity(q_ll), levels, steps, self.thresholds,
+                                level_start):
+            band_index = self._band_coder(band.ctx, band.q.shape)
+            for pos, known in band.phases():
+                band.q[pos] = self._coder.decode(next(seg), band_index(band.q, known, pos))
+            q_all.append(band.q)
         if _q_crc(q_all) != crc:
             raise CorruptStreamError(
                 "learned lossy stream decoded to different coefficients than were coded "

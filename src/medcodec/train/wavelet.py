@@ -150,48 +150,45 @@ def extract(slices: Sequence[np.ndarray], settings: WaveletSettings, rng: np.ran
                                             np.log(settings.step_max))))
             steps = wl.band_steps(step, model.band_weights, levels)
             q_ll = wl.quantise(bands.ll, steps[0])
-            parent = [model.ll_activity(q_ll)] * 3
-            for depth in range(levels):
-                coeffs = bands.details[depth]
-                qs = [wl.quantise(coeffs[o], steps[1 + 3 * depth + o]) for o in range(3)]
+
+            def level_start(depth: int, shape: tuple[int, int], steps: list[float] = steps,
+                            bands: wl.Subbands = bands, levels: int = levels):
+                qs = [wl.quantise(bands.details[depth][o], steps[1 + 3 * depth + o])
+                      for o in range(3)]
                 z = None
                 if depth >= levels - wl.HYPER_LEVELS:
                     z = wl.expand_blocks(model.hyper_code(qs, levels - depth), qs[0].shape,
-                                          levels - depth)
-                for o in range(3):
-                    ctx = wl.BandContext(depth, o, wl.step_code(steps[1 + 3 * depth + o],
-                                                                 model.thresholds),
-                                         parent, qs[:o], z, levels)
-                    q = qs[o]
-                    mag = np.abs(q)
-                    ratio = np.abs(coeffs[o]) / steps[1 + 3 * depth + o]
-                    for k in (1, 2, 3):
-                        sel = (mag == k) if k < 3 else (mag >= 3)
-                        centroid[o][k - 1][0] += float(np.sum(ratio[sel] - mag[sel]))
-                        centroid[o][k - 1][1] += float(sel.sum())
-                    static = wl.band_static(ctx, q.shape, model.thresholds)
-                    query, sources = wl.attention_inputs(ctx, static, model.thresholds)
-                    cells = wl.neighbourhood(sources)
-                    ph, pw = sources.shape[:2]
-                    ratio = 1 if (ph, pw) == q.shape else 2
-                    known = np.zeros(q.shape, bool)
-                    for phase in (0, 1):
-                        pos = wl.checkerboard(q.shape, phase)
-                        keep = pos & (rng.random(q.shape) < min(1.0, settings.sample_fraction
-                                                                * 4 ** (levels - 1 - depth)))
-                        if keep.any():
-                            f = wl.pass_features(static, np.where(known, q, 0), known, keep,
-                                                 model.thresholds)
-                            rr, cc = np.nonzero(keep)
-                            cell = np.minimum(rr // ratio, ph - 1) * pw + \
-                                np.minimum(cc // ratio, pw - 1)
-                            out[o][0].append(f.astype(np.float32))
-                            out[o][1].append(query[cell].astype(np.float32))
-                            out[o][2].append(cells.reshape(ph * pw, wl.POSITIONS, 3)[cell]
-                                             .astype(np.float32))
-                            out[o][3].append(q[keep].astype(np.float32))
-                        known |= pos
-                parent = qs
+                                         levels - depth)
+                return qs, z
+
+            for band in wl.band_passes(q_ll, model.ll_activity(q_ll), levels, steps,
+                                       model.thresholds, level_start):
+                o, depth, q = band.orient, band.depth, band.q
+                mag = np.abs(q)
+                ratio = np.abs(bands.details[depth][o]) / band.step
+                for k in (1, 2, 3):
+                    sel = (mag == k) if k < 3 else (mag >= 3)
+                    centroid[o][k - 1][0] += float(np.sum(ratio[sel] - mag[sel]))
+                    centroid[o][k - 1][1] += float(sel.sum())
+                static = wl.band_static(band.ctx, q.shape, model.thresholds)
+                query, sources = wl.attention_inputs(band.ctx, static, model.thresholds)
+                cells = wl.neighbourhood(sources)
+                ph, pw = sources.shape[:2]
+                ratio = 1 if (ph, pw) == q.shape else 2
+                for pos, known in band.phases():
+                    keep = pos & (rng.random(q.shape) < min(1.0, settings.sample_fraction
+                                                            * 4 ** (levels - 1 - depth)))
+                    if keep.any():
+                        f = wl.pass_features(static, np.where(known, q, 0), known, keep,
+                                             model.thresholds)
+                        rr, cc = np.nonzero(keep)
+                        cell = np.minimum(rr // ratio, ph - 1) * pw + \
+                            np.minimum(cc // ratio, pw - 1)
+                        out[o][0].append(f.astype(np.float32))
+                        out[o][1].append(query[cell].astype(np.float32))
+                        out[o][2].append(cells.reshape(ph * pw, wl.POSITIONS, 3)[cell]
+                                         .astype(np.float32))
+                        out[o][3].append(q[keep].astype(np.float32))
     result = {o: [np.concatenate(part).astype(np.float32) for part in v]
               for o, v in out.items()}
     offsets = np.array([[round(256 * s / max(n, 1)) for s, n in centroid[o]] for o in range(3)])
