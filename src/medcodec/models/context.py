@@ -40,6 +40,21 @@ def reflect(index: np.ndarray, size: int) -> np.ndarray:
     return np.where(index >= size, period - index, index)
 
 
+def mirror_pad(grid: np.ndarray, pad: int, axes: tuple[int, int] = (-2, -1)) -> np.ndarray:
+    """``grid`` mirrored by ``pad`` cells on each side of two axes, the edge not repeated (as
+    :func:`reflect`; a single row or column repeats): the one padding of every context."""
+    if all(grid.shape[a] > pad for a in axes):  # numpy's "reflect" is this mirror then
+        width = [(0, 0)] * grid.ndim
+        for a in axes:
+            width[a] = (pad, pad)
+        return np.pad(grid, width, mode="reflect")
+    out = grid
+    for a in axes:
+        size = grid.shape[a]
+        out = np.take(out, reflect(np.arange(-pad, size + pad), size), axis=a)
+    return out
+
+
 def box_sum(values: np.ndarray, radius: int) -> np.ndarray:
     """Sum over a (2r+1)^2 box, edges replicated (integer summed-area table: exact, fast)."""
     padded = np.pad(values, radius, mode="edge")

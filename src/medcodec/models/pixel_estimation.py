@@ -30,7 +30,7 @@ import numpy as np
 from medcodec.entropy.coder import GroupedCoder, join_segments, split_segments
 from medcodec.entropy.tables import LaplaceTables
 from medcodec.errors import CorruptStreamError
-from medcodec.models.context import box_sum, log_code, reflect
+from medcodec.models.context import box_sum, log_code, mirror_pad
 from medcodec.models.intnet import IntMLP
 from medcodec.models.threads import parallel_map
 
@@ -71,13 +71,8 @@ def phase_coords(shape: tuple[int, int], phase: str) -> tuple[np.ndarray, np.nda
 
 
 def padded(grid: np.ndarray, pad: int) -> np.ndarray:
-    """``grid`` mirrored by ``pad`` pixels on every side, like :func:`reflect` (int64)."""
-    grid = np.asarray(grid, np.int64)
-    if min(grid.shape) > 1 and pad < min(grid.shape):
-        return np.pad(grid, pad, mode="reflect")
-    rows = reflect(np.arange(-pad, grid.shape[0] + pad), grid.shape[0])
-    cols = reflect(np.arange(-pad, grid.shape[1] + pad), grid.shape[1])
-    return grid[np.ix_(rows, cols)]
+    """``grid`` as int64, mirrored by ``pad`` pixels on every side (:func:`mirror_pad`)."""
+    return mirror_pad(np.asarray(grid, np.int64), pad)
 
 
 def window_pad(offsets: tuple[tuple[int, int], ...]) -> int:

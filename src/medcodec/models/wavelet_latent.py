@@ -37,7 +37,7 @@ import numpy as np
 from medcodec.entropy.coder import GroupedCoder, join_segments, split_segments
 from medcodec.entropy.tables import LaplaceTables
 from medcodec.errors import CorruptStreamError
-from medcodec.models.context import box_sum, log_code, reflect
+from medcodec.models.context import box_sum, log_code, mirror_pad
 from medcodec.models.intnet import ACT_LIMIT, IntLayer, IntMLP
 from medcodec.models.threads import parallel_map
 from medcodec.transforms.wavelet import WAVELET, Subbands, wavelet_forward, wavelet_inverse
@@ -216,14 +216,8 @@ def attention_inputs(ctx: BandContext, static: np.ndarray, thresholds: np.ndarra
 def neighbourhood(grid: np.ndarray) -> np.ndarray:
     """(rows, cols, POSITIONS, C): the 3x3 cells around every cell of ``grid``, mirrored."""
     h, w = grid.shape[:2]
-    if h > 1 and w > 1:  # mirrored padding + 9 shifted views: no index arrays
-        p = np.pad(grid, ((1, 1), (1, 1), (0, 0)), mode="reflect")
-        return np.stack([p[r:r + h, c:c + w] for r in range(3) for c in range(3)], axis=2)
-    out = np.empty((h, w, POSITIONS, grid.shape[2]), grid.dtype)
-    rows, cols = np.arange(h), np.arange(w)
-    for k, (dr, dc) in enumerate((a, b) for a in (-1, 0, 1) for b in (-1, 0, 1)):
-        out[:, :, k] = grid[np.ix_(reflect(rows + dr, h), reflect(cols + dc, w))]
-    return out
+    p = mirror_pad(grid, 1, axes=(0, 1))  # then 9 shifted views: no index arrays
+    return np.stack([p[r:r + h, c:c + w] for r in range(3) for c in range(3)], axis=2)
 
 
 #: (row, column) offsets of the 3x3 neighbourhood, in the order of the position codes.
@@ -233,14 +227,6 @@ _NEIGHBOURS = tuple((a, b) for a in (-1, 0, 1) for b in (-1, 0, 1))
 _PARALLEL_CELLS = 16384
 #: Coefficients per block of the entropy-parameter network.
 _INDEX_BLOCK = 16384
-
-
-def _mirror(grid: np.ndarray) -> np.ndarray:
-    """``grid`` (..., rows, cols) with one mirrored cell on each side of the last two axes
-    (like :func:`reflect`: the edge is not repeated; a single row or column repeats)."""
-    rows = reflect(np.arange(-1, grid.shape[-2] + 1), grid.shape[-2])
-    cols = reflect(np.arange(-1, grid.shape[-1] + 1), grid.shape[-1])
-    return grid[..., rows, :][..., cols]
 
 
 # --- the integer entropy-parameter network ----------------------------------------------
@@ -271,8 +257,8 @@ class BandNet:
         n = ph * pw
         flat = sources.reshape(n, 3)
         q = self.query(query).T
-        keys = _mirror(self.key(flat).T.reshape(HEADS, KEY_DIM, ph, pw))
-        values = _mirror(self.value(flat).T.reshape(HEADS, VALUE_DIM, ph, pw))
+        keys = mirror_pad(self.key(flat).T.reshape(HEADS, KEY_DIM, ph, pw), 1)
+        values = mirror_pad(self.value(flat).T.reshape(HEADS, VALUE_DIM, ph, pw), 1)
         key_pos = self.key_position.reshape(POSITIONS, HEADS, KEY_DIM)
         value_pos = self.value_position.reshape(POSITIONS, HEADS, VALUE_DIM)
         q = q.reshape(HEADS, KEY_DIM, n)
