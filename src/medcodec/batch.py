@@ -153,28 +153,11 @@ def _unique_outputs(units: list[Unit]) -> list[Unit]:
     return out
 
 
-def _series_key(path: Path) -> tuple[str, bool] | None:
-    """(SeriesInstanceUID, multi-frame) from the header only; None if not readable DICOM."""
-    import pydicom
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ds = pydicom.dcmread(path, stop_before_pixels=True, force=True,
-                                 specific_tags=["SeriesInstanceUID", "NumberOfFrames",
-                                                "Modality", "SOPClassUID"])
-            if "SeriesInstanceUID" not in ds and "SOPClassUID" not in ds and "Modality" not in ds:
-                return None
-            return str(ds.get("SeriesInstanceUID", "")), "NumberOfFrames" in ds
-    except Exception:
-        return None
-
-
 def discover(in_root: str | os.PathLike[str], per: str = "series") -> list[Unit]:
     """Every unit under ``in_root``, largest first; file names mean nothing for series."""
     from medcodec.container import looks_like_container
-    from medcodec.io import format_from_name
-    from medcodec.io.dicom import looks_like_dicom
+    from medcodec.io import format_from_name, walk_files
+    from medcodec.io.dicom import looks_like_dicom, series_facts
 
     root = Path(in_root)
     if not root.is_dir():
@@ -188,23 +171,19 @@ def discover(in_root: str | os.PathLike[str], per: str = "series") -> list[Unit]
         rel = path.relative_to(root).as_posix()
         return Unit(rel, "file", (str(path),), f"{rel}.mdcx", path.stat().st_size)
 
-    for folder, dirs, files in os.walk(root, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(files):
-            path = Path(folder) / name
-            if name.startswith(".") or not path.is_file() or looks_like_container(path):
-                continue
-            is_dicom = looks_like_dicom(path)
-            if not is_dicom:
-                if name.lower().endswith(_IMAGE_SUFFIXES) and format_from_name(path):
-                    units.append(file_unit(path))  # a bad one fails in its task, recorded
-                continue
-            key = _series_key(path) if per == "series" else None
-            if key is None or key[1] or not key[0]:
-                units.append(file_unit(path))
-            else:
-                rel_folder = path.parent.relative_to(root).as_posix()
-                series[(rel_folder, key[0])].append(path)
+    for path in walk_files(root, follow_links=True):
+        if not path.is_file() or looks_like_container(path):
+            continue
+        if not looks_like_dicom(path):
+            if path.name.lower().endswith(_IMAGE_SUFFIXES) and format_from_name(path):
+                units.append(file_unit(path))  # a bad one fails in its task, recorded
+            continue
+        facts = series_facts(path) if per == "series" else None
+        if facts is None or facts.multiframe or not facts.series_uid:
+            units.append(file_unit(path))
+        else:
+            rel_folder = path.parent.relative_to(root).as_posix()
+            series[(rel_folder, facts.series_uid)].append(path)
     for (rel_folder, uid), paths in series.items():
         prefix = "" if rel_folder == "." else f"{rel_folder}/"
         units.append(Unit(f"{prefix}series:{uid}", "series", tuple(str(p) for p in sorted(paths)),

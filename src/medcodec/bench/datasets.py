@@ -18,7 +18,6 @@ import csv
 import hashlib
 import os
 import re
-import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -48,37 +47,22 @@ class VolumeRef:
         return images[0]
 
 
-def _dicom_tags(path: Path) -> tuple[str, str]:
-    """(SeriesInstanceUID, PatientID) of one DICOM file, or empty strings."""
-    import pydicom
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ds = pydicom.dcmread(path, stop_before_pixels=True, force=True,
-                                 specific_tags=["SeriesInstanceUID", "PatientID"])
-    except Exception:
-        return "", ""
-    return str(ds.get("SeriesInstanceUID", "")), str(ds.get("PatientID", ""))
-
-
 def _files(root: Path) -> Iterator[Path]:
-    for base, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not d.startswith((".", "_")))
-        for name in sorted(files):
-            if not name.startswith("."):
-                yield Path(base) / name
+    from medcodec.io import walk_files
+
+    return walk_files(root, skip=(".", "_"))  # _provenance folders hold licences, not images
 
 
 def _dicom_volumes(root: Path, collection: str, patient_from_path: bool) -> list[VolumeRef]:
-    from medcodec.io.dicom import looks_like_dicom
+    from medcodec.io.dicom import looks_like_dicom, series_facts
 
     by_series: dict[str, list[Path]] = defaultdict(list)
     patients: dict[str, str] = {}
     for path in _files(root):
         if not looks_like_dicom(path):
             continue
-        series, patient = _dicom_tags(path)
+        facts = series_facts(path)
+        series, patient = (facts.series_uid, facts.patient_id) if facts else ("", "")
         key = series or str(path.parent)
         by_series[key].append(path)
         if patient_from_path:

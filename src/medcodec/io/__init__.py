@@ -101,6 +101,18 @@ def read_file(path: str | os.PathLike[str]) -> MedImage:
                      "PNG, TIFF, NPY or .mdcx)")
 
 
+def walk_files(root: str | os.PathLike[str], skip: tuple[str, ...] = (".",),
+               follow_links: bool = False) -> Iterator[Path]:
+    """Every file under ``root`` in sorted order, passing over files and folders whose names
+    start with one of ``skip`` (hidden ones by default): the one folder walk of io, the
+    bench's dataset discovery and batch."""
+    for folder, dirs, files in os.walk(root, followlinks=follow_links):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(skip))
+        for name in sorted(files):
+            if not name.startswith("."):
+                yield Path(folder) / name
+
+
 def _is_sidecar(path: Path) -> bool:
     """Files that belong to another file (MetaImage .raw data) and must not be read alone."""
     return path.suffix.lower() in (".raw", ".zraw") and (
@@ -126,19 +138,14 @@ def read_all(paths: Iterable[str | os.PathLike[str]],
         item = Path(item)
         if item.is_dir():
             found = 0
-            for root, dirs, files in os.walk(item):
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                for name in sorted(files):
-                    if name.startswith("."):
-                        continue
-                    p = Path(root) / name
-                    fmt = detect_format(p)
-                    if fmt == "dicom":
-                        folder_dicom.append(p)
-                        found += 1
-                    elif fmt is not None and not _is_sidecar(p):
-                        others.append(p)
-                        found += 1
+            for p in walk_files(item):
+                fmt = detect_format(p)
+                if fmt == "dicom":
+                    folder_dicom.append(p)
+                    found += 1
+                elif fmt is not None and not _is_sidecar(p):
+                    others.append(p)
+                    found += 1
             if not found:
                 raise InputError(f"{item}: no readable images in this folder")
         elif item.is_file():
@@ -219,4 +226,4 @@ def _writer(fmt: str) -> Callable[[MedImage, Path], None]:
 
 
 __all__ = ["READ_FORMATS", "WRITE_FORMATS", "detect_format", "read", "read_all", "read_file",
-           "register_reader", "write"]
+           "register_reader", "walk_files", "write"]

@@ -19,6 +19,7 @@ import tempfile
 import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -58,6 +59,32 @@ def looks_like_dicom(path: str | os.PathLike[str]) -> bool:
     except Exception:
         return False
     return "SOPClassUID" in ds or "Modality" in ds
+
+
+@dataclass(frozen=True)
+class SeriesFacts:
+    """What grouping files into series needs from one DICOM header (read without pixels)."""
+
+    series_uid: str
+    patient_id: str
+    multiframe: bool
+
+
+def series_facts(path: str | os.PathLike[str]) -> SeriesFacts | None:
+    """The series facts of a DICOM file, or None when it is not a readable DICOM object: the
+    one header scan behind batch units and the bench's volumes."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = _pydicom().dcmread(path, stop_before_pixels=True, force=True,
+                                    specific_tags=["SeriesInstanceUID", "PatientID",
+                                                   "NumberOfFrames", "Modality", "SOPClassUID"])
+        if "SeriesInstanceUID" not in ds and "SOPClassUID" not in ds and "Modality" not in ds:
+            return None
+        return SeriesFacts(str(_optional(ds, "SeriesInstanceUID", "")),
+                           str(_optional(ds, "PatientID", "")), "NumberOfFrames" in ds)
+    except Exception:
+        return None
 
 
 def _read_dataset(path: Path, pixels: bool = True) -> Any:
