@@ -206,3 +206,16 @@ def test_one_slice_of_a_series_is_written_with_its_own_name(tmp_path: Path) -> N
     written = medcodec.write(one, tmp_path / "one")  # into an existing folder
     assert [p.name for p in written] == [image.meta["dicom_filenames"][1]]
     np.testing.assert_array_equal(_read(written[0]).pixel_array, image.pixels[1])
+
+
+def test_lossless_output_keeps_the_file_meta_as_the_source_had_it(tmp_path: Path) -> None:
+    """A Media Storage SOP Instance UID that differs from the SOP Instance UID (a real file in
+    the shared data does this) is the source's business: lossless output keeps both."""
+    ds = _read(Path(pydicom.data.get_testdata_file("CT_small.dcm")))
+    ds.file_meta.MediaStorageSOPInstanceUID = "1.2.826.0.1.3680043.8.498.77"
+    source = tmp_path / "in.dcm"
+    ds.save_as(source, enforce_file_format=False)
+    back = medcodec.decompress(medcodec.compress(medcodec.read(source)))
+    written = _read(medcodec.write(back, tmp_path / "out.dcm")[0])
+    assert written.file_meta.MediaStorageSOPInstanceUID == "1.2.826.0.1.3680043.8.498.77"
+    assert written.SOPInstanceUID == ds.SOPInstanceUID

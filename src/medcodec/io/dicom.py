@@ -597,6 +597,18 @@ def build_datasets(image: MedImage) -> list[tuple[str, Any]]:
     return out
 
 
+#: File Meta elements of Type 1 (PS3.10 7.1): with all of them present the file meta is
+#: written as the source had it (pydicom's enforcing writer would, for one, replace a Media
+#: Storage SOP Instance UID that differs from the SOP Instance UID).
+_FILE_META_TYPE1 = (0x00020001, 0x00020002, 0x00020003, 0x00020010, 0x00020012)
+
+
+def _complete_file_meta(ds: Any) -> bool:
+    meta = getattr(ds, "file_meta", None)
+    return (getattr(ds, "preamble", None) is not None and meta is not None
+            and all(tag in meta for tag in _FILE_META_TYPE1))
+
+
 def write_dicom(image: MedImage, path: str | os.PathLike[str], force: bool = False) -> list[Path]:
     """Write ``image`` as DICOM: a file for one slice or a multi-frame, else a folder of slices.
 
@@ -611,7 +623,7 @@ def write_dicom(image: MedImage, path: str | os.PathLike[str], force: bool = Fal
     def save(ds: Any, target: Path) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            pydicom.dcmwrite(target, ds, enforce_file_format=True)
+            pydicom.dcmwrite(target, ds, enforce_file_format=not _complete_file_meta(ds))
 
     if len(datasets) == 1 and (path.suffix or not path.is_dir()):
         with atomic_path(path, force) as tmp:
