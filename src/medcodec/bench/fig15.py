@@ -75,8 +75,8 @@ def curves(rows: Sequence[dict[str, str]]) -> dict[str, dict]:
 def _interp_at_bpp(points: list[dict], key: str, bpp: float) -> float:
     xs = np.log([p["bpp"] for p in points])
     ys = np.array([p[key] for p in points])
-    if not points or not (xs[0] <= math.log(bpp) <= xs[-1]):
-        return math.nan
+    if not points or math.log(bpp) < xs[0] - 0.03 or math.log(bpp) > xs[-1] + 0.03:
+        return math.nan  # within 3% of an end counts as that end (the rate search's tolerance)
     return float(np.interp(math.log(bpp), xs, ys))
 
 
@@ -166,6 +166,12 @@ def plot_rd(table: dict[str, dict], key: str, path: Path, title: str) -> None:
         ax.plot([p["bpp"] for p in pts], [p[key] for p in pts], style, marker="o", ms=3,
                 label=label, lw=2 if codec == "medcodec" else 1)
     ax.set_xscale("log")
+    from matplotlib.ticker import NullFormatter
+
+    ticks = [t for t in (0.03, 0.06, 0.12, 0.25, 0.5, 1, 2, 3)
+             if any(p["bpp"] <= t * 1.5 for c in table.values() for p in c["points"])]
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set(xlabel="bits per pixel (log)", ylabel=key, title=title)
     ax.grid(True, alpha=0.3, which="both")
     ax.legend(fontsize=7)
