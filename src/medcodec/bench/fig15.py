@@ -122,16 +122,20 @@ def _bpp_text(v: float) -> str:
 
 
 def operating_markdown(points: list[dict], title: str) -> str:
-    lines = [f"Operating point, {title}: interpolated in log bpp on each codec's mean curve.", "",
+    lines = [f"Operating point, {title}: interpolated in log bpp on each codec's mean curve "
+             "(- where the codec's curve does not reach 2.91 bpp).", "",
              "| codec | images | PSNR @2.91 | psnr_soft8 @2.91 | psnr_lung8 @2.91 | SSIM @2.91 | "
              "ssim_soft8 @2.91 | enc / dec ms @2.91 |", "|---|---|---|---|---|---|---|---|",
              f"| paper (Dai 2025) | ? | {PAPER['psnr']} (undefined PSNR) | | | {PAPER['ssim']} |"
              f" | {PAPER['ms']} (undefined) |"]
     for p in points:
+        def v(key: str, digits: int, p: dict = p) -> str:
+            return f"{p[key]:.{digits}f}" if math.isfinite(p[key]) else "-"
+
         lines.append(
-            f"| {p['codec']} | {p['images']} | {p['psnr@2.91']:.2f} | {p['psnr_soft8@2.91']:.2f} "
-            f"| {p['psnr_lung8@2.91']:.2f} | {p['ssim@2.91']:.4f} | {p['ssim_soft8@2.91']:.4f} "
-            f"| {p['enc_ms@2.91']:.0f} / {p['dec_ms@2.91']:.0f} |")
+            f"| {p['codec']} | {p['images']} | {v('psnr@2.91', 2)} | {v('psnr_soft8@2.91', 2)} "
+            f"| {v('psnr_lung8@2.91', 2)} | {v('ssim@2.91', 4)} | {v('ssim_soft8@2.91', 4)} "
+            f"| {v('enc_ms@2.91', 0)} / {v('dec_ms@2.91', 0)} |")
     lines += ["", "bpp at which each codec reaches the paper's quality:", "",
               "| codec | psnr = 40.43 | psnr_soft8 = 40.43 | psnr_lung8 = 40.43 | ssim = 0.9715 | "
               "ssim_soft8 = 0.9715 |", "|---|---|---|---|---|---|",
@@ -258,6 +262,8 @@ def plot_timing(entries: list[dict], path: Path, title: str) -> None:
 def bd_markdown(results: Path, codecs: Sequence[str]) -> str:
     lines = ["| codec | anchor | BD-rate psnr | interval dB | BD-rate psnr_soft8 | images |",
              "|---|---|---|---|---|---|"]
+    rows = load(results)
+    table = curves(rows)
     for anchor in ("jpeg2000", "medcodec"):
         try:
             res = compare(str(results), anchor)
@@ -265,7 +271,20 @@ def bd_markdown(results: Path, codecs: Sequence[str]) -> str:
             continue
         by = {(r["metric"], r["against"]): r for r in res}
         for codec in codecs:
-            if codec == anchor or ("psnr", codec) not in by:
+            if codec == anchor or anchor not in table:
+                continue
+            if ("psnr", codec) not in by:  # e.g. a ladder that collapsed to one useful point
+                best = max(table[codec]["points"], key=lambda p: p["psnr"])
+                mine = {r["image"] for r in rows if r["codec"] == codec}
+                same = curves([r for r in rows if r["image"] in mine]).get(anchor)
+                ref = [p for p in (same or {"points": []})["points"]
+                       if math.isfinite(p["psnr"])]
+                need = _bpp_at(ref, "psnr", best["psnr"])
+                if need > 0:
+                    lines.append(f"| {codec} | {anchor} | no BD-rate (one useful point): "
+                                 f"{best['bpp']:.3f} bpp for {best['psnr']:.2f} dB, the anchor "
+                                 f"needs {need:.3f} ({100 * (best['bpp'] / need - 1):+.0f}%) | "
+                                 f"- | - | {table[codec]['images']} |")
                 continue
             p, s = by[("psnr", codec)], by.get(("psnr_soft8", codec))
             # compare() gives anchor-vs-codec; the codec against the anchor is the inverse
