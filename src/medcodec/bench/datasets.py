@@ -37,13 +37,19 @@ class VolumeRef:
     paths: list[Path]
     series_uid: str = ""
     annotations: list[dict[str, str]] = field(default_factory=list)
+    #: The collection's modality, for files that do not say (LUNA16 .mhd, MosMed NIfTI: CT).
+    modality: str = ""
 
     def load(self) -> MedImage:
+        from dataclasses import replace
+
         from medcodec.io import read_all
 
         images = list(read_all(self.paths))
         if len(images) != 1:
             raise InputError(f"{self.id}: expected one volume, found {len(images)}")
+        if self.modality and not images[0].modality:
+            return replace(images[0], modality=self.modality)
         return images[0]
 
 
@@ -92,7 +98,8 @@ def find_luna16(root: Path, series_to_patient: dict[str, str] | None = None) -> 
         uid = mhd.stem
         patient = (series_to_patient or {}).get(uid, f"LUNA16:{uid}")
         out.append(VolumeRef(id=f"LUNA16:{uid}", patient=patient, collection="LUNA16",
-                             paths=[mhd], series_uid=uid, annotations=annotations.get(uid, [])))
+                             paths=[mhd], series_uid=uid, annotations=annotations.get(uid, []),
+                             modality="CT"))
     return out
 
 
@@ -102,7 +109,7 @@ def find_mosmed(root: Path) -> list[VolumeRef]:
     for path in sorted(studies.glob("CT-*/study_*.nii*")):
         study = re.sub(r"\.nii(\.gz)?$", "", path.name)
         out.append(VolumeRef(id=f"MosMed:{path.parent.name}/{study}", patient=f"MosMed:{study}",
-                             collection="MosMed", paths=[path]))
+                             collection="MosMed", paths=[path], modality="CT"))
     return out
 
 

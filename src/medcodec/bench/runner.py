@@ -59,6 +59,8 @@ class Task:
     setting: str
     max_error: int = 0
     target_bpp: float | None = None
+    #: A fixed knob value (codecs with a ladder of trained models), instead of a rate search.
+    quality: float | None = None
 
 
 def plan_tasks(codec_names: Sequence[str], mode: str, max_errors: Sequence[int],
@@ -75,6 +77,8 @@ def plan_tasks(codec_names: Sequence[str], mode: str, max_errors: Sequence[int],
                 tasks.append(Task(name, m, "lossless"))
             elif m is Mode.NEAR_LOSSLESS:
                 tasks.extend(Task(name, m, f"D={d}", max_error=d) for d in max_errors)
+            elif getattr(cls, "ladder", None):
+                tasks.extend(Task(name, m, f"q={q}", quality=q) for q in cls.ladder)
             elif cls.knob is not None or getattr(cls, "ours", False):
                 tasks.extend(Task(name, m, f"bpp={b:g}", target_bpp=b) for b in bpps)
     return tasks
@@ -140,7 +144,10 @@ def measure_decoded(image: BenchImage, task: Task,
                                  else None))
     encode, decode = _coder(codec, shifted, bits)
     knob_value: float | None = None
-    if task.mode is Mode.LOSSY:
+    if task.mode is Mode.LOSSY and task.quality is not None:
+        knob_value = task.quality
+        spec = CodingSpec(Mode.LOSSY, 0, knob_value)
+    elif task.mode is Mode.LOSSY:
         knob = codec.knob
         rows, cols = shifted.shape
 

@@ -6,6 +6,8 @@ benchmark can list what works on this install instead of failing half-way.
 
 from __future__ import annotations
 
+import os
+
 from medcodec.codecs.avif import AvifCodec
 from medcodec.codecs.base import Codec, CodingSpec, Knob, Mode
 from medcodec.codecs.deflate import DeflateCodec
@@ -46,6 +48,11 @@ for _codec in (
     LearnedCodec,
 ):
     register(_codec)
+
+if os.environ.get("MEDCODEC_BASELINES"):  # optional CompressAI baselines, bench only
+    from medcodec.baselines.codec import register_all
+
+    register_all()
 
 
 def names() -> list[str]:
