@@ -7,11 +7,7 @@ CI installs dicom3tools (``.ci/apt-packages``), so the dciodvfy tests run there.
 
 from __future__ import annotations
 
-import re
 import shutil
-import subprocess
-import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +15,7 @@ import pydicom
 import pytest
 
 import medcodec
+from medcodec.bench.dicom_check import dciodvfy_errors, gdcm_reads, read_dataset
 from medcodec.errors import InputError, UnsupportedError
 from medcodec.io.dicom_header import element_bytes
 
@@ -29,27 +26,6 @@ DATA = pydicom_data_dir()
 PYDICOM_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
 needs_dciodvfy = pytest.mark.skipif(shutil.which("dciodvfy") is None,
                                     reason="dciodvfy (dicom3tools) is not installed")
-
-
-def _read(path: Path) -> pydicom.Dataset:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return pydicom.dcmread(path, force=True)
-
-
-def _dciodvfy_errors(path: Path) -> set[str]:
-    result = subprocess.run(["dciodvfy", "-new", str(path)], capture_output=True, text=True,
-                            timeout=60)
-    return {re.sub(r"\s+", " ", line) for line in (result.stderr + result.stdout).splitlines()
-            if line.startswith("Error")}
-
-
-def _gdcm_reads(path: Path) -> bool:
-    """GDCM in its own process: it aborts the process on some inputs."""
-    code = ("import gdcm, sys; r = gdcm.ImageReader(); r.SetFileName(sys.argv[1]); "
-            "sys.exit(0 if r.Read() else 3)")
-    return subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
-                          timeout=60).returncode == 0
 
 
 def _inputs() -> list[tuple[str, Path | None]]:
@@ -89,14 +65,14 @@ def test_output_validates_and_reads_in_gdcm(label: str, path: Path | None, mode:
     image = medcodec.read(source)
     back = medcodec.decompress(medcodec.compress(image, **MODES[mode]))
     out = medcodec.write(back, tmp_path / "out.dcm")[0]
-    new = _dciodvfy_errors(out) - _dciodvfy_errors(source)
+    new = dciodvfy_errors(out) - dciodvfy_errors(source)
     assert not new, f"{label}, {mode}: new dciodvfy errors {sorted(new)}"
-    assert _gdcm_reads(out) or not _gdcm_reads(source)
-    written = _read(out)
+    assert gdcm_reads(out) or not gdcm_reads(source)
+    written = read_dataset(out)
     stored, signed = int(written.BitsStored), int(written.PixelRepresentation)
     low, high = (-(1 << stored - 1), (1 << stored - 1) - 1) if signed else (0, (1 << stored) - 1)
     pixels = written.pixel_array
-    original = _read(source).pixel_array
+    original = read_dataset(source).pixel_array
     assert pixels.min() >= min(low, original.min()) and pixels.max() <= max(high, original.max())
     if mode == "lossless":
         np.testing.assert_array_equal(pixels, original)
@@ -114,7 +90,7 @@ def test_every_pydicom_test_file_round_trips_or_is_refused_cleanly(path: Path,
                                                                     tmp_path: Path) -> None:
     """The bar: a grayscale image pydicom decodes comes back exactly, element bytes included;
     anything else is a MedcodecError naming the file (never another exception)."""
-    original = _read(path)
+    original = read_dataset(path)
     try:
         decodable = "PixelData" in original and original.pixel_array is not None
     except Exception:
@@ -132,7 +108,7 @@ def test_every_pydicom_test_file_round_trips_or_is_refused_cleanly(path: Path,
     back = medcodec.decompress(medcodec.compress(image))
     np.testing.assert_array_equal(back.pixels, image.pixels)
     out = medcodec.write(back, tmp_path / "out.dcm")[0]
-    written = _read(out)
+    written = read_dataset(out)
     if decodable:
         np.testing.assert_array_equal(written.pixel_array, original.pixel_array)
     if original.original_encoding[1] is False:

@@ -39,7 +39,8 @@ _GDCM_READS = ("import gdcm, sys; r = gdcm.ImageReader(); r.SetFileName(sys.argv
                "sys.exit(0 if r.Read() else 3)")
 
 
-def _read(path: Path) -> Any:
+def read_dataset(path: Path) -> Any:
+    """pydicom's dataset of any file it can parse, warnings silenced."""
     import pydicom
 
     with warnings.catch_warnings():
@@ -47,14 +48,14 @@ def _read(path: Path) -> Any:
         return pydicom.dcmread(path, force=True)
 
 
-def _dciodvfy_errors(path: Path) -> set[str]:
+def dciodvfy_errors(path: Path) -> set[str]:
     result = subprocess.run(["dciodvfy", "-new", str(path)], capture_output=True, text=True,
                             timeout=120)
     return {re.sub(r"\s+", " ", line) for line in (result.stderr + result.stdout).splitlines()
             if line.startswith("Error")}
 
 
-def _gdcm_reads(path: Path) -> bool:
+def gdcm_reads(path: Path) -> bool:
     """GDCM in a process of its own: it aborts the process on some inputs."""
     return subprocess.run([sys.executable, "-c", _GDCM_READS, str(path)],
                           capture_output=True, timeout=120).returncode == 0
@@ -83,14 +84,14 @@ def check_file(path: Path, mode: str, work: Path, dciodvfy: bool, gdcm: bool) ->
 
     row: dict[str, Any] = {"file": str(path), "mode": mode, "outcome": "", "detail": ""}
     try:
-        source = _read(path)
+        source = read_dataset(path)
         if "PixelData" not in source:
             row["outcome"] = "no pixel data"
             return row
         images = medcodec.read_all(path)
         back = medcodec.decompress(medcodec.compress(images[0], **MODES[mode]))
         out = medcodec.write(back, work / "out.dcm", force=True)[0]
-        written = _read(out)
+        written = read_dataset(out)
         ensure_transfer_syntax(source)
         original, decoded = source.pixel_array.astype(np.int64), written.pixel_array
         error = int(np.abs(original - decoded.astype(np.int64)).max(initial=0))
@@ -107,10 +108,10 @@ def check_file(path: Path, mode: str, work: Path, dciodvfy: bool, gdcm: bool) ->
             if changed:
                 problems.append(f"elements changed: {' '.join(changed[:5])}")
         if dciodvfy:
-            new = _dciodvfy_errors(out) - _dciodvfy_errors(path)
+            new = dciodvfy_errors(out) - dciodvfy_errors(path)
             if new:
                 problems.append(f"new dciodvfy errors: {sorted(new)[0][:120]}")
-        if gdcm and not _gdcm_reads(out) and _gdcm_reads(path):
+        if gdcm and not gdcm_reads(out) and gdcm_reads(path):
             problems.append("GDCM cannot read the output")
         row["outcome"] = "ok" if not problems else "FAIL"
         row["detail"] = "; ".join(problems) or f"max error {error}"
