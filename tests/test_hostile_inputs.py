@@ -341,16 +341,16 @@ def learned_stream() -> bytes:
 
 def test_weights_sha256_is_filled_and_checked(learned_stream: bytes) -> None:
     digests = open_container(learned_stream).header["codec"]["weights_sha256"]
-    assert digests == {"MCP": weights.sha256("pen-3x3-v1.safetensors")}
+    assert digests == {"MCL": weights.sha256("causal-v1.safetensors")}
     other = "0" * 64
     with pytest.raises(CorruptStreamError, match="edited or damaged"):
-        decompress(forge(learned_stream, _set("codec.weights_sha256", {"MCP": other})))
+        decompress(forge(learned_stream, _set("codec.weights_sha256", {"MCL": other})))
     # same 4-byte id, different full digest: the expected and the found weights are named
-    near = digests["MCP"][:8] + "0" * 56
+    near = digests["MCL"][:8] + "0" * 56
     with pytest.raises(CodecUnavailableError) as caught:
-        decompress(forge(learned_stream, _set("codec.weights_sha256", {"MCP": near})))
-    assert near in str(caught.value) and digests["MCP"] in str(caught.value)
-    with pytest.raises(CorruptStreamError, match="names no weights for MCP"):
+        decompress(forge(learned_stream, _set("codec.weights_sha256", {"MCL": near})))
+    assert near in str(caught.value) and digests["MCL"] in str(caught.value)
+    with pytest.raises(CorruptStreamError, match="names no weights for MCL"):
         decompress(forge(learned_stream, _set("codec.weights_sha256", {"MCW": near})))
 
 

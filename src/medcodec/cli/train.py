@@ -27,9 +27,10 @@ def add_parser(subparsers: Any, parents: Sequence[argparse.ArgumentParser] = ())
     p.add_argument("--val-fraction", type=float, default=0.15, metavar="F",
                    help="share of series held out when --val is not given (default 0.15)")
     p.add_argument("--out", required=True, metavar="FILE.safetensors")
-    p.add_argument("--model", choices=["pen", "wavelet"], default="pen",
+    p.add_argument("--model", choices=["pen", "wavelet", "causal"], default="pen",
                    help="pen: the pixel-estimation network (lossless, near-lossless); "
-                        "wavelet: the learned lossy codec")
+                        "wavelet: the learned lossy codec; causal: the raster-scan "
+                        "estimator (its tables; measured on --val)")
     p.add_argument("--inter", action="store_true",
                    help="pen: train the previous-slice model (consecutive slices of a series)")
     p.add_argument("--step-range", default="1,256", metavar="MIN,MAX",
@@ -68,7 +69,8 @@ def _commit() -> str:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        import torch  # noqa: F401
+        if args.model != "causal":
+            import torch  # noqa: F401
     except ImportError:
         raise InputError("training needs torch: pip install -c constraints.txt "
                          "'medcodec[train]'") from None
@@ -95,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("no training images found")
     if args.model == "wavelet":
         return _run_wavelet(args, out, train_series, val, quiet)
+    if args.model == "causal":
+        return _run_causal(args, out, train_series, val)
     settings = PenSettings(window=args.window, steps=args.steps, hidden=args.hidden,
                            slice_stride=args.slice_stride, seed=args.seed,
                            threads=args.threads, inter=args.inter)
@@ -152,3 +156,16 @@ def _run_wavelet(args: argparse.Namespace, out: Path, train_series, val, quiet: 
     figures = evaluate(model, val_slices[:: max(1, len(val_slices) // 8)]) if val_slices else {}
     return _save(args, out, model, "wavelet latent + cross-attention + hyperprior (lossy)",
                  settings, train_series, val, figures)
+
+
+def _run_causal(args: argparse.Namespace, out: Path, train_series, val) -> int:
+    """The raster-scan estimator adapts to each image while coding, so it has nothing to fit
+    to --data: its file holds the integer tables. Its lossless bpp on --val is recorded."""
+    from medcodec.models.causal.model import CausalEstimator
+    from medcodec.train.causal import evaluate
+
+    model = CausalEstimator.build()
+    figures = evaluate(model, val, args.slice_stride)
+    return _save(args, out, model, "raster-scan pixel estimator (online least squares)",
+                 argparse.Namespace(slice_stride=args.slice_stride), train_series, val,
+                 figures)

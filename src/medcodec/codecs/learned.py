@@ -1,7 +1,9 @@
 """medcodec's own codec: the learned models behind the common codec interface.
 
-* lossless and near-lossless: the pixel-estimation network
-  (:mod:`medcodec.models.pixel_estimation`);
+* lossless and near-lossless: the raster-scan pixel estimator (online least squares,
+  :mod:`medcodec.models.causal`) for single slices, the interlaced pixel-estimation network
+  (:mod:`medcodec.models.pixel_estimation`) for slices coded with the previous one (and for
+  your own weights from ``medcodec train``, named by ``MEDCODEC_PEN_WEIGHTS``);
 * lossy: the wavelet latent with cross-attention context and hyperprior
   (:mod:`medcodec.models.wavelet_latent`); the knob is the quantiser step in stored units.
 
@@ -26,6 +28,7 @@ from medcodec import weights
 from medcodec.codecs.base import Codec, CodingSpec, Knob, Mode, checked_shape, unsigned_dtype
 from medcodec.errors import CodecUnavailableError, CorruptStreamError
 from medcodec.models.zoo import (
+    CAUSAL,
     ID_BYTES,
     PEN,
     PEN_INTER,
@@ -103,10 +106,23 @@ class LearnedCodec(Codec):
             lossy, model_id = lossy_model(WAVELET)
             entry, body = WAVELET, lossy.encode(array, bits, self.knob_value(spec))
         else:
-            entry = PEN if previous is None else PEN_INTER
+            entry = self._lossless_entry(previous is not None)
             pen, model_id = lossless_model(entry)
             body = pen.encode(array, bits, max_error, previous=previous)
         return entry.tag + model_id + _SHAPE.pack(*array.shape, bits) + body
+
+    @staticmethod
+    def _lossless_entry(with_previous: bool) -> ModelEntry:
+        """The model for a lossless / near-lossless slice: the volume network with a previous
+        slice; your own pixel-estimation weights when MEDCODEC_PEN_WEIGHTS names them; else
+        the raster-scan estimator (when installed)."""
+        if with_previous:
+            return PEN_INTER
+        if PEN.variable in os.environ:
+            return PEN
+        if CAUSAL.variable in os.environ or is_installed(CAUSAL.default):
+            return CAUSAL
+        return PEN
 
     @staticmethod
     def _entry(data: bytes) -> tuple[ModelEntry, bytes]:
@@ -146,7 +162,7 @@ class LearnedCodec(Codec):
                 f"install does not have: install the medcodec version that wrote it (or point "
                 f"{entry.variable} at its weights)")
         try:
-            if entry.kind == PEN.kind:
+            if entry.kind in (PEN.kind, CAUSAL.kind):
                 pen, _ = lossless_model(entry, name)
                 if pen.inter != (entry is PEN_INTER):
                     raise CorruptStreamError("medcodec stream names a model of the wrong kind")

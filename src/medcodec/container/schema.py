@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from medcodec.errors import CorruptStreamError
+from medcodec.models.zoo import ZOO
 
 #: Shape limits: 1 .. 2**20 slices, 1 .. 65536 per side, at most 2**28 pixels per slice.
 MAX_SLICES = 1 << 20
@@ -40,8 +41,8 @@ MAX_EXPANSION = 1 << 16
 #: Nesting allowed inside ``image.meta`` (format-specific facts are shallow).
 MAX_META_DEPTH = 16
 MAX_TEXT = 64 * 1024
-#: Stream kinds of the learned codec, as ``codec.weights_sha256`` keys.
-WEIGHT_KINDS = ("MCP", "MCI", "MCW")
+#: Stream kinds of the learned codec, as ``codec.weights_sha256`` keys (the zoo's tags).
+WEIGHT_KINDS = tuple(tag.decode("ascii") for tag in ZOO)
 MODES = ("lossless", "near-lossless", "lossy")
 PHOTOMETRIC = ("MONOCHROME1", "MONOCHROME2")
 DICOM_LAYOUTS = ("files", "multiframe")

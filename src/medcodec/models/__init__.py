@@ -1,2 +1,3 @@
-"""Learned models: exact integer inference (``intnet``), the pixel-estimation network for
-lossless and near-lossless coding (``pixel_estimation``) and the wavelet codec's networks."""
+"""Learned models: exact integer inference (``intnet``), the raster-scan pixel estimator
+(``causal``) and the pixel-estimation network (``pixel_estimation``) for lossless and
+near-lossless coding, and the wavelet codec's networks."""

@@ -19,6 +19,7 @@ from medcodec import weights
 from medcodec.errors import CodecUnavailableError
 
 if TYPE_CHECKING:
+    from medcodec.models.causal.model import CausalEstimator
     from medcodec.models.pixel_estimation import PixelEstimator
     from medcodec.models.wavelet_latent import WaveletModel
 
@@ -31,7 +32,7 @@ class ModelEntry:
     """One row of the zoo."""
 
     tag: bytes  # the stream's kind tag
-    kind: str  # "pen" (pixel estimation) or "wavelet" (lossy)
+    kind: str  # "causal" / "pen" (pixel estimation) or "wavelet" (lossy)
     variable: str  # environment variable naming other weights
     default: str  # the shipped weights file
     pattern: str  # shipped files that may hold older versions of this model
@@ -50,9 +51,13 @@ PEN = ModelEntry(b"MCP", "pen", "MEDCODEC_PEN_WEIGHTS", "pen-3x3-v1.safetensors"
                  "pen-*.safetensors", "pen")
 PEN_INTER = ModelEntry(b"MCI", "pen", "MEDCODEC_INTER_WEIGHTS", "pen-3x3-inter-v1.safetensors",
                        "pen-*.safetensors", "pen-inter")
+#: The raster-scan pixel estimator (online least squares): lossless and near-lossless slices.
+CAUSAL = ModelEntry(b"MCL", "causal", "MEDCODEC_CAUSAL_WEIGHTS", "causal-v1.safetensors",
+                    "causal-*.safetensors", "causal")
 WAVELET = ModelEntry(b"MCW", "wavelet", "MEDCODEC_LOSSY_WEIGHTS", "wavelet-v1.safetensors",
                      "wavelet-*.safetensors", "wavelet")
-ZOO: dict[bytes, ModelEntry] = {entry.tag: entry for entry in (PEN, PEN_INTER, WAVELET)}
+ZOO: dict[bytes, ModelEntry] = {entry.tag: entry
+                                 for entry in (CAUSAL, PEN, PEN_INTER, WAVELET)}
 
 
 class LosslessModel(Protocol):
@@ -76,14 +81,21 @@ class LossyModel(Protocol):
 
 
 @functools.lru_cache(maxsize=8)
-def load_model(kind: str, name: str) -> tuple[PixelEstimator | WaveletModel, bytes]:
-    """(model, stream id) of a pixel-estimation ("pen") or lossy ("wavelet") weights file."""
+def load_model(kind: str, name: str
+               ) -> tuple[CausalEstimator | PixelEstimator | WaveletModel, bytes]:
+    """(model, stream id) of a pixel-estimation ("causal", "pen") or lossy ("wavelet")
+    weights file."""
     arrays, digest = weights.load(name)
     try:
-        if kind == "pen":
+        if kind == "causal":
+            from medcodec.models.causal.model import CausalEstimator
+
+            model: CausalEstimator | PixelEstimator | WaveletModel = (
+                CausalEstimator.from_arrays(arrays))
+        elif kind == "pen":
             from medcodec.models.pixel_estimation import PixelEstimator
 
-            model: PixelEstimator | WaveletModel = PixelEstimator.from_arrays(arrays)
+            model = PixelEstimator.from_arrays(arrays)
         else:
             from medcodec.models.wavelet_latent import WaveletModel
 

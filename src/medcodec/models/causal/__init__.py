@@ -1,0 +1,1 @@
+"""The raster-scan pixel estimator: online least squares, bias correction, per-image tables."""

@@ -1,0 +1,268 @@
+"""The raster-scan pixel estimator's compiled loop (Numba): one function that the encoder and
+the decoder both run, pixel by pixel, so they cannot disagree.
+
+For every pixel, in raster order:
+
+1. **Online least squares.** The 11 differences of 12 causal neighbours to the left pixel are
+   regressed on the pixel itself over a causal window (``radius`` rows above, ``radius``
+   columns either side, and the pixels to its left), so the predictor follows the local
+   texture and the scanner's noise of *this* image: no training. Weights sum to 1 by
+   construction (prediction = left + weights . differences). The window's normal equations
+   are kept as sliding sums in int64 (exact), solved with a ridge by a float64 Cholesky
+   (IEEE operations in a fixed order, no fast-math: the same on every machine), and applied
+   as 12-bit fixed-point weights, so the prediction itself is an integer function.
+2. **Bias correction** per context (error energy x sign pattern of 4 neighbours), from the
+   running mean of clipped past errors, in integers (CALIC's error feedback).
+3. **Scale context**: the energy of the neighbours' past errors, log-quantised into a bin;
+   the encoder picks the best table per bin for this image and sends the map (side
+   information).
+4. The residual (quantised with step 2D + 1 for near-lossless) is coded with rANS.
+
+Pixels within 2 of the top, left or right edge use the median predictor (JPEG-LS's MED).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from medcodec.entropy.rans import code_symbol, decode_symbol
+
+#: The 12 causal neighbours (row, column offset); the first (left) is the reference.
+NEIGHBOURS = np.array([(0, -1), (-1, 0), (-1, -1), (-1, 1), (0, -2), (-2, 0), (-1, -2),
+                       (-2, -1), (-2, 1), (-1, 2), (-2, -2), (-2, 2)], np.int64)
+K = 11
+_NA = K * (K + 1) // 2
+#: Sliding-sum entries per sample: the normal matrix (lower triangle), the right-hand side, count.
+SUMS = _NA + K + 1
+#: Error-energy bins (log scale, 4 per octave above 8).
+BINS = 64
+#: Sign-pattern classes of the bias correction.
+TEXTURES = 16
+#: Fractional bits of the fixed-point weights.
+WEIGHT_BITS = 12
+#: Ridge: trace / K / 2**RIDGE_SHIFT (+1), keeps flat windows well posed.
+RIDGE_SHIFT = 10
+#: A bias class halves its sums when it has seen this many errors (follows drifts).
+BIAS_RESET = 256
+#: Fewer window samples than this: no least-squares fit, the median predictor.
+MIN_SAMPLES = 2 * K
+
+
+@njit(cache=True, nogil=True, inline="always")
+def energy_bin(e: int) -> int:
+    if e < 8:
+        return e
+    n = 0
+    t = e
+    while t:
+        n += 1
+        t >>= 1
+    return min(8 + (n - 4) * 4 + ((e >> (n - 3)) & 3), BINS - 1)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _median(a: int, b: int, c: int) -> int:
+    hi = max(a, b)
+    lo = min(a, b)
+    if c >= hi:
+        return lo
+    if c <= lo:
+        return hi
+    return a + b - c
+
+
+@njit(cache=True, nogil=True)
+def _sample(canvas: np.ndarray, y: int, x: int, out: np.ndarray) -> None:
+    """The sliding-sum entries of the pixel at (y, x) as a regression sample."""
+    base = canvas[y, x - 1]
+    d = np.empty(K, np.int64)
+    for i in range(K):
+        d[i] = canvas[y + NEIGHBOURS[i + 1, 0], x + NEIGHBOURS[i + 1, 1]] - base
+    t = canvas[y, x] - base
+    k = 0
+    for i in range(K):
+        for j in range(i + 1):
+            out[k] = d[i] * d[j]
+            k += 1
+    for i in range(K):
+        out[_NA + i] = d[i] * t
+    out[SUMS - 1] = 1
+
+
+@njit(cache=True, nogil=True)
+def _fit_predict(canvas: np.ndarray, y: int, x: int, up: np.ndarray, cur: np.ndarray,
+                 a: np.ndarray, low: np.ndarray, z: np.ndarray, w: np.ndarray,
+                 fallback: int) -> int:
+    """Least-squares prediction of (y, x) from the window's sums; ``fallback`` if ill-posed."""
+    if up[SUMS - 1] + cur[SUMS - 1] < MIN_SAMPLES:
+        return fallback
+    k = 0
+    trace = 0.0
+    for i in range(K):
+        for j in range(i + 1):
+            a[i, j] = float(up[k] + cur[k])
+            k += 1
+        trace += a[i, i]
+    ridge = trace / K * (2.0 ** -RIDGE_SHIFT) + 1.0
+    for i in range(K):
+        for j in range(i + 1):
+            s = a[i, j]
+            if i == j:
+                s += ridge
+            for q in range(j):
+                s -= low[i, q] * low[j, q]
+            if i == j:
+                if not s > 0.0:
+                    return fallback
+                low[i, i] = np.sqrt(s)
+            else:
+                low[i, j] = s / low[j, j]
+    for i in range(K):
+        s = float(up[_NA + i] + cur[_NA + i])
+        for q in range(i):
+            s -= low[i, q] * z[q]
+        z[i] = s / low[i, i]
+    for i in range(K - 1, -1, -1):
+        s = z[i]
+        for q in range(i + 1, K):
+            s -= low[q, i] * w[q]
+        w[i] = s / low[i, i]
+    base = canvas[y, x - 1]
+    acc = 0
+    scale = float(1 << WEIGHT_BITS)
+    for i in range(K):
+        wi = min(max(w[i] * scale, -float(1 << 20)), float(1 << 20))
+        acc += int(np.floor(wi + 0.5)) * (canvas[y + NEIGHBOURS[i + 1, 0],
+                                                 x + NEIGHBOURS[i + 1, 1]] - base)
+    return base + ((acc + (1 << (WEIGHT_BITS - 1))) >> WEIGHT_BITS)
+
+
+@njit(cache=True, nogil=True)
+def run(truth: np.ndarray, canvas: np.ndarray, top: int, max_error: int, radius_ls: int,
+        decoding: bool, table_of_bin: np.ndarray, symbols: np.ndarray, bins: np.ndarray,
+        state: np.ndarray, data: np.ndarray, t_radius: np.ndarray, t_offsets: np.ndarray,
+        t_freqs: np.ndarray, t_starts: np.ndarray) -> None:
+    """Code (``decoding`` False: from ``truth``, filling ``symbols`` and ``bins``) or decode
+    (from the rANS ``state``/``data`` with the per-bin tables) one image into ``canvas``.
+
+    ``canvas`` ends as the decoder's reconstruction in both cases.
+    """
+    h, wd = canvas.shape
+    step = 2 * max_error + 1
+    span = radius_ls + 1
+    ring = np.zeros((span, wd, SUMS), np.int64)
+    cols = np.zeros((wd, SUMS), np.int64)
+    up = np.zeros(SUMS, np.int64)
+    cur = np.zeros(SUMS, np.int64)
+    a = np.zeros((K, K))
+    low = np.zeros((K, K))
+    z = np.zeros(K)
+    w = np.zeros(K)
+    err = np.zeros((h, wd), np.int64)
+    bias_sum = np.zeros(BINS * TEXTURES, np.int64)
+    bias_count = np.zeros(BINS * TEXTURES, np.int64)
+    for y in range(h):
+        if y >= 1:
+            inc = ring[(y - 1) % span]
+            for x in range(wd):
+                for m in range(SUMS):
+                    cols[x, m] += inc[x, m]
+        if y >= span:
+            dec = ring[(y - span) % span]
+            for x in range(wd):
+                for m in range(SUMS):
+                    cols[x, m] -= dec[x, m]
+        row = ring[y % span]
+        row[:, :] = 0
+        up[:] = 0
+        cur[:] = 0
+        for x2 in range(min(wd, radius_ls)):
+            for m in range(SUMS):
+                up[m] += cols[x2, m]
+        for x in range(wd):
+            if x + radius_ls < wd:
+                for m in range(SUMS):
+                    up[m] += cols[x + radius_ls, m]
+            if x - radius_ls - 1 >= 0:
+                for m in range(SUMS):
+                    up[m] -= cols[x - radius_ls - 1, m]
+                    cur[m] -= row[x - radius_ls - 1, m]
+            if x >= 1:
+                for m in range(SUMS):
+                    cur[m] += row[x - 1, m]
+            # prediction
+            if y == 0:
+                p = canvas[0, x - 1] if x > 0 else (top + 1) // 2
+            elif x == 0:
+                p = canvas[y - 1, 0]
+            else:
+                p = _median(canvas[y, x - 1], canvas[y - 1, x], canvas[y - 1, x - 1])
+            interior = y >= 2 and x >= 2 and x <= wd - 3
+            if interior:
+                p = min(max(_fit_predict(canvas, y, x, up, cur, a, low, z, w, p), 0), top)
+            # context: energy of the neighbours' past errors
+            e = 0
+            if x >= 1:
+                e += 8 * abs(err[y, x - 1])
+                if x >= 2:
+                    e += 4 * abs(err[y, x - 2])
+            if y >= 1:
+                e += 8 * abs(err[y - 1, x])
+                if x >= 1:
+                    e += 4 * abs(err[y - 1, x - 1])
+                if x + 1 < wd:
+                    e += 4 * abs(err[y - 1, x + 1])
+                if y >= 2:
+                    e += 4 * abs(err[y - 2, x])
+            e >>= 2
+            b = energy_bin(e)
+            tex = 0
+            if y >= 1 and x >= 1 and x + 1 < wd:
+                tex = ((canvas[y - 1, x] > p) + 2 * (canvas[y, x - 1] > p)
+                       + 4 * (canvas[y - 1, x - 1] > p) + 8 * (canvas[y - 1, x + 1] > p))
+            c = b * TEXTURES + tex
+            pf = p
+            n_c = bias_count[c]
+            if n_c > 0:
+                pf = min(max(p + (2 * bias_sum[c] + n_c) // (2 * n_c), 0), top)
+            # the residual
+            if decoding:
+                q = decode_symbol(table_of_bin[b], state, data, t_radius, t_offsets,
+                                  t_freqs, t_starts)
+            else:
+                r = truth[y, x] - pf
+                q = (abs(r) + max_error) // step
+                if r < 0:
+                    q = -q
+                symbols[y, x] = q
+                bins[y, x] = b
+            v = min(max(pf + q * step, 0), top)
+            canvas[y, x] = v
+            err[y, x] = v - p
+            limit = max(2, e)
+            bias_sum[c] += min(max(v - p, -limit), limit)
+            bias_count[c] = n_c + 1
+            if n_c + 1 >= BIAS_RESET:
+                s = bias_sum[c]
+                bias_sum[c] = s // 2 if s >= 0 else -((-s) // 2)
+                bias_count[c] = (n_c + 1) // 2
+            if interior:
+                _sample(canvas, y, x, row[x])
+
+
+@njit(cache=True, nogil=True)
+def pairs(symbols: np.ndarray, bins: np.ndarray, table_of_bin: np.ndarray,
+          t_radius: np.ndarray, t_offsets: np.ndarray, t_freqs: np.ndarray,
+          t_starts: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """The rANS (start, freq) pairs of every symbol in raster order."""
+    flat_s = symbols.ravel()
+    flat_b = bins.ravel()
+    n = flat_s.size
+    out_start = np.empty(3 * n, np.int64)
+    out_freq = np.empty(3 * n, np.int64)
+    k = 0
+    for i in range(n):
+        k = code_symbol(flat_s[i], table_of_bin[flat_b[i]], t_radius, t_offsets, t_freqs,
+                        t_starts, out_start, out_freq, k)
+    return out_start, out_freq, k
