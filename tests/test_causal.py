@@ -182,3 +182,44 @@ def test_rans_roundtrip_with_escapes() -> None:
 def test_energy_bins_are_monotone() -> None:
     values = [kernels.energy_bin(e) for e in range(0, 1 << 18, 7)]
     assert values == sorted(values) and values[-1] == kernels.BINS - 1 and values[0] == 0
+
+
+@pytest.fixture(scope="module")
+def net_model() -> CausalEstimator:
+    """A model with a (barely trained) network: a few optimiser steps on one made-up slice."""
+    pytest.importorskip("torch")
+    from medcodec.train.causal import CausalSettings, train
+    from medcodec.train.data import Series
+
+    slices = (smooth_image((64, 70), 12, seed=4).astype(np.int64),)
+    return train([Series("made-up", "CT", slices)],
+                 CausalSettings(steps=40, hidden=8, slice_stride=1, pixels_per_slice=3000),
+                 log=lambda message: None)
+
+
+def test_network_runs_exactly_as_intnet(net_model: CausalEstimator) -> None:
+    assert net_model.net is not None and net_model.version == 2
+    rng = np.random.default_rng(2)
+    inputs = rng.integers(-40000, 40000, (500, kernels.FEATURES))
+    expected = net_model.net(inputs.astype(np.float64))
+    work = np.zeros((2, 1024))
+    got = np.empty_like(expected)
+    for row, x in enumerate(inputs):
+        kernels.forward(x, *net_model._net_args, work)
+        got[row] = work[1, :2]
+    assert np.array_equal(got, expected)
+
+
+@pytest.mark.parametrize("max_error", [0, 3])
+def test_network_model_round_trips(net_model: CausalEstimator, max_error: int) -> None:
+    for image, bits in ((smooth_image((90, 61), 12, seed=8), 12),
+                        (random_image((33, 17), 16, False, seed=1), 16),
+                        (random_image((1, 5), 8, False), 8)):
+        image = image.astype(np.int64)
+        back, data = _roundtrip(net_model, image, bits, max_error)
+        assert np.abs(back - image).max() <= max_error
+    arrays = net_model.as_arrays()
+    again = CausalEstimator.from_arrays(arrays)
+    assert again.encode(image, bits) == net_model.encode(image, bits)
+    with pytest.raises(CorruptStreamError):  # a stream of the other version
+        CausalEstimator.build().decode(data, image.shape, bits)

@@ -69,7 +69,7 @@ def _commit() -> str:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        if args.model != "causal":
+        if args.model != "causal" or args.steps > 0:
             import torch  # noqa: F401
     except ImportError:
         raise InputError("training needs torch: pip install -c constraints.txt "
@@ -159,13 +159,33 @@ def _run_wavelet(args: argparse.Namespace, out: Path, train_series, val, quiet: 
 
 
 def _run_causal(args: argparse.Namespace, out: Path, train_series, val) -> int:
-    """The raster-scan estimator adapts to each image while coding, so it has nothing to fit
-    to --data: its file holds the integer tables. Its lossless bpp on --val is recorded."""
+    """The least-squares stage adapts to each image while coding; ``--steps 0`` writes the
+    model without a network (its tables only), otherwise the pixel-estimation network is
+    trained on --data. The lossless bpp on --val is recorded."""
     from medcodec.models.causal.model import CausalEstimator
-    from medcodec.train.causal import evaluate
+    from medcodec.train.causal import CausalSettings, evaluate, train
 
-    model = CausalEstimator.build()
+    settings = CausalSettings(steps=args.steps, hidden=args.hidden,
+                              slice_stride=args.slice_stride, seed=args.seed,
+                              threads=args.threads)
+    if args.steps > 0:
+        rows: list[dict] = []
+        model = train(train_series, settings, log_rows=rows)
+        if args.log:
+            _write_log(Path(args.log), rows)
+    else:
+        model = CausalEstimator.build()
     figures = evaluate(model, val, args.slice_stride)
-    return _save(args, out, model, "raster-scan pixel estimator (online least squares)",
-                 argparse.Namespace(slice_stride=args.slice_stride), train_series, val,
-                 figures)
+    name = "raster-scan pixel estimator (online least squares" + (
+        " + pixel-estimation network)" if model.net is not None else ")")
+    return _save(args, out, model, name, settings, train_series, val, figures)
+
+
+def _write_log(path: Path, rows: list[dict]) -> None:
+    import csv
+
+    with open(path, "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["step"])
+        if f.tell() == 0:
+            writer.writeheader()
+        writer.writerows(rows)

@@ -1,13 +1,137 @@
-"""Measuring the raster-scan pixel estimator on held-out series (it has nothing to train)."""
+"""Training the raster-scan estimator's pixel-estimation network, and measuring the model.
+
+The least-squares stage adapts to each image while coding and has nothing to fit. The network
+after it is trained here: its inputs are a function of the image alone (the least-squares
+stage never reads the network), so every pixel's inputs and target are computed once by the
+codec's own kernel (:meth:`CausalEstimator.samples`), and a float MLP is fitted to them by
+the discretised-Laplace code length (bits) of the residual, then quantised to an IntMLP.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
-from medcodec.models.causal.model import CausalEstimator
+from medcodec.models.causal import kernels
+from medcodec.models.causal.model import CausalEstimator, tables
+from medcodec.models.intnet import IntMLP
 from medcodec.train.data import Series
+
+#: The network's location output is in units of this many pixels (a better-conditioned
+#: output scale for the float net; folded into the integer weights).
+LOCATION_UNIT = 4.0
+#: The table index output starts here (a typical CT noise scale), so training starts sane.
+INDEX_START = 40.0
+
+
+@dataclass(frozen=True)
+class CausalSettings:
+    steps: int = 20000
+    hidden: int = 24
+    slice_stride: int = 4
+    pixels_per_slice: int = 40000
+    batch: int = 4096
+    learning_rate: float = 3e-3
+    seed: int = 0
+    threads: int = 1
+
+
+def feature_scales() -> np.ndarray:
+    """Integer inputs -> float net inputs: pixel differences and errors by 1/64, log codes,
+    the energy bin and the bias by 1/16."""
+    scales = np.full(kernels.FEATURES, 1 / 16)
+    scales[:10] = 1 / 64
+    return scales
+
+
+def collect(series: Sequence[Series], settings: CausalSettings,
+            log: Callable[[str], None] = lambda m: None) -> np.ndarray:
+    """Random pixels of every ``slice_stride``-th slice: (n, FEATURES + 1) int64."""
+    base = CausalEstimator.build()
+    rng = np.random.default_rng(settings.seed)
+    parts = []
+    for s in series:
+        for image in s.slices[:: max(1, settings.slice_stride)]:
+            bits = max(1, int(image.max()).bit_length())
+            samples = base.samples(image, bits)
+            take = min(settings.pixels_per_slice, samples.shape[0])
+            parts.append(samples[rng.choice(samples.shape[0], take, replace=False)])
+    log(f"{len(parts)} training slices, {sum(p.shape[0] for p in parts)} pixels")
+    return np.concatenate(parts) if parts else np.zeros((0, kernels.FEATURES + 1), np.int64)
+
+
+def train(series: Sequence[Series], settings: CausalSettings,
+          log: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
+          log_rows: list[dict] | None = None) -> CausalEstimator:
+    import torch
+
+    torch.manual_seed(settings.seed)
+    torch.set_num_threads(settings.threads)
+    samples = collect(series, settings, log)
+    if samples.shape[0] == 0:
+        raise ValueError("no training pixels")
+    x = torch.tensor(samples[:, : kernels.FEATURES] * feature_scales(), dtype=torch.float32)
+    target = torch.tensor(samples[:, kernels.FEATURES], dtype=torch.float32)
+    h = settings.hidden
+    net = torch.nn.Sequential(torch.nn.Linear(kernels.FEATURES, h), torch.nn.ReLU(),
+                              torch.nn.Linear(h, h), torch.nn.ReLU(), torch.nn.Linear(h, 2))
+    with torch.no_grad():
+        net[-1].bias[1] = INDEX_START
+    t = tables()
+    log_min = math.log(float(t.scales[0]))
+    log_step = math.log(float(t.scales[1] / t.scales[0]))
+    opt = torch.optim.Adam(net.parameters(), lr=settings.learning_rate)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, settings.steps))
+    generator = torch.Generator().manual_seed(settings.seed)
+    start, running = time.time(), 0.0
+    for step in range(1, settings.steps + 1):
+        batch = torch.randint(0, x.shape[0], (settings.batch,), generator=generator)
+        out = net(x[batch])
+        bits = laplace_bits(target[batch], out[:, 0] * LOCATION_UNIT,
+                            log_min + log_step * out[:, 1]).mean()
+        opt.zero_grad()
+        bits.backward()
+        opt.step()
+        schedule.step()
+        running += bits.item()
+        if step % 1000 == 0 or step == settings.steps:
+            mean = running / (1000 if step % 1000 == 0 else step % 1000)
+            running = 0.0
+            log(f"step {step}: {mean:.4f} bits/pixel, {time.time() - start:.0f} s")
+            if log_rows is not None:
+                log_rows.append({"step": step, "bits": round(mean, 5),
+                                 "seconds": round(time.time() - start, 1)})
+    return CausalEstimator.build(to_intnet(net))
+
+
+def laplace_bits(target, location, log_scale):
+    """Code length (bits) of integer ``target`` under a discretised Laplace (torch)."""
+    import torch
+
+    scale = torch.exp(log_scale).clamp(min=1e-3)
+
+    def cdf(v):
+        z = (v - location) / scale
+        return torch.where(z < 0, 0.5 * torch.exp(z.clamp(max=0)),
+                           1 - 0.5 * torch.exp(-z.clamp(min=0)))
+
+    p = (cdf(target + 0.5) - cdf(target - 0.5)).clamp(min=2.0**-16)
+    return -torch.log2(p)
+
+
+def to_intnet(net) -> IntMLP:
+    linear = [m for m in net if hasattr(m, "weight")]
+    weights = [m.weight.detach().double().numpy().T for m in linear]
+    biases = [m.bias.detach().double().numpy() for m in linear]
+    unit = np.array([LOCATION_UNIT, 1.0])
+    weights[-1] = weights[-1] * unit
+    biases[-1] = biases[-1] * unit
+    return IntMLP.from_float(weights, biases, feature_scales(), act_bits=kernels.OUT_FRAC)
 
 
 def evaluate(model: CausalEstimator, series: Sequence[Series], stride: int = 1

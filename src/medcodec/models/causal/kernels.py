@@ -16,7 +16,11 @@ For every pixel, in raster order:
 3. **Scale context**: the energy of the neighbours' past errors, log-quantised into a bin;
    the encoder picks the best table per bin for this image and sends the map (side
    information).
-4. The residual (quantised with step 2D + 1 for near-lossless) is coded with rANS.
+4. **The pixel-estimation network** (models from ``causal-v2`` on): a small integer MLP reads
+   the causal 3x3 window and two more neighbours relative to the corrected prediction, the
+   neighbours' past errors, the error energy and the bias, and outputs a location correction
+   and the Laplace table index; the energy bin then gives way to the network's index.
+5. The residual (quantised with step 2D + 1 for near-lossless) is coded with rANS.
 
 Pixels within 2 of the top, left or right edge use the median predictor (JPEG-LS's MED).
 """
@@ -59,6 +63,71 @@ def energy_bin(e: int) -> int:
         n += 1
         t >>= 1
     return min(8 + (n - 4) * 4 + ((e >> (n - 3)) & 3), BINS - 1)
+
+
+#: Network inputs: 6 window pixels and 4 past errors (raw and log-coded), energy, bias.
+FEATURES = 22
+#: Fractional bits of the network's outputs (location in pixels, table index).
+OUT_FRAC = 8
+#: Activations are clamped to this magnitude (``intnet.ACT_LIMIT``).
+ACT_LIMIT = float(1 << 20)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _signed_code(d: int) -> int:
+    return energy_bin(d) if d >= 0 else -energy_bin(-d)
+
+
+@njit(cache=True, nogil=True)
+def features_into(canvas: np.ndarray, err: np.ndarray, y: int, x: int, pf: int, p: int,
+                  e: int, out: np.ndarray) -> None:
+    """The network's integer inputs for (y, x) (missing neighbours repeat the nearest)."""
+    wd = canvas.shape[1]
+    wv = canvas[y, x - 1] if x >= 1 else pf
+    nv = canvas[y - 1, x] if y >= 1 else wv
+    out[0] = wv - pf
+    out[1] = nv - pf
+    out[2] = (canvas[y - 1, x - 1] if (y >= 1 and x >= 1) else nv) - pf
+    out[3] = (canvas[y - 1, x + 1] if (y >= 1 and x + 1 < wd) else nv) - pf
+    out[4] = (canvas[y, x - 2] if x >= 2 else wv) - pf
+    out[5] = (canvas[y - 2, x] if y >= 2 else nv) - pf
+    out[6] = err[y, x - 1] if x >= 1 else 0
+    out[7] = err[y - 1, x] if y >= 1 else 0
+    out[8] = err[y - 1, x - 1] if (y >= 1 and x >= 1) else 0
+    out[9] = err[y - 1, x + 1] if (y >= 1 and x + 1 < wd) else 0
+    out[10] = energy_bin(e)
+    out[11] = pf - p
+    for i in range(10):
+        out[12 + i] = _signed_code(out[i])
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def forward(x: np.ndarray, weights: np.ndarray, biases: np.ndarray, layout: np.ndarray,
+            work: np.ndarray) -> None:
+    """An ``intnet.IntMLP`` on one input, exactly as it computes: float64 holding integers,
+    every partial sum below 2**53 (so any order of summation, vectorised or fused, gives the
+    same integer: that is what makes fast-math safe here), floor of a power-of-two scaling,
+    clamps. ``weights`` are stored (outputs, inputs) per layer; ``layout`` rows: inputs,
+    outputs, shift, relu, weight offset, bias offset. Outputs land in ``work[1]``."""
+    n = x.size
+    for i in range(n):
+        work[0, i] = min(max(float(x[i]), -ACT_LIMIT), ACT_LIMIT)
+    src = 0
+    for layer in range(layout.shape[0]):
+        n_in, n_out, shift, relu, ow, ob = layout[layer]
+        dst = 1 - src
+        scale = 2.0 ** -shift
+        low = 0.0 if relu else -ACT_LIMIT
+        for j in range(n_out):
+            acc = 0.0
+            row = ow + j * n_in
+            for i in range(n_in):
+                acc += work[src, i] * weights[row + i]
+            work[dst, j] = min(max(np.floor((acc + biases[ob + j]) * scale), low), ACT_LIMIT)
+        src = dst
+    if src == 0:
+        for j in range(2):
+            work[1, j] = work[0, j]
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -142,11 +211,15 @@ def _fit_predict(canvas: np.ndarray, y: int, x: int, up: np.ndarray, cur: np.nda
 def run(truth: np.ndarray, canvas: np.ndarray, top: int, max_error: int, radius_ls: int,
         decoding: bool, table_of_bin: np.ndarray, symbols: np.ndarray, bins: np.ndarray,
         state: np.ndarray, data: np.ndarray, t_radius: np.ndarray, t_offsets: np.ndarray,
-        t_freqs: np.ndarray, t_starts: np.ndarray) -> None:
+        t_freqs: np.ndarray, t_starts: np.ndarray, net_weights: np.ndarray,
+        net_biases: np.ndarray, net_layout: np.ndarray, samples: np.ndarray) -> None:
     """Code (``decoding`` False: from ``truth``, filling ``symbols`` and ``bins``) or decode
     (from the rANS ``state``/``data`` with the per-bin tables) one image into ``canvas``.
 
-    ``canvas`` ends as the decoder's reconstruction in both cases.
+    ``canvas`` ends as the decoder's reconstruction in both cases. With a network
+    (``net_layout`` has rows) a pixel's bin is the network's table index, else its energy
+    bin. ``samples`` (encoder, training): when it has rows, each pixel's network inputs and
+    its residual to the corrected prediction are written there, row ``y * width + x``.
     """
     h, wd = canvas.shape
     step = 2 * max_error + 1
@@ -162,6 +235,11 @@ def run(truth: np.ndarray, canvas: np.ndarray, top: int, max_error: int, radius_
     err = np.zeros((h, wd), np.int64)
     bias_sum = np.zeros(BINS * TEXTURES, np.int64)
     bias_count = np.zeros(BINS * TEXTURES, np.int64)
+    use_net = net_layout.shape[0] > 0
+    n_tables = t_radius.size
+    feats = np.zeros(FEATURES, np.int64)
+    work = np.zeros((2, 1024))
+    half = 1 << (OUT_FRAC - 1)
     for y in range(h):
         if y >= 1:
             inc = ring[(y - 1) % span]
@@ -226,18 +304,32 @@ def run(truth: np.ndarray, canvas: np.ndarray, top: int, max_error: int, radius_
             n_c = bias_count[c]
             if n_c > 0:
                 pf = min(max(p + (2 * bias_sum[c] + n_c) // (2 * n_c), 0), top)
+            loc = pf
+            coded_bin = b
+            if use_net or samples.shape[0] > 0:
+                features_into(canvas, err, y, x, pf, p, e, feats)
+                if samples.shape[0] > 0:
+                    k = y * wd + x
+                    samples[k, :FEATURES] = feats
+                    samples[k, FEATURES] = truth[y, x] - pf
+            if use_net:
+                forward(feats, net_weights, net_biases, net_layout, work)
+                loc = min(max(pf + int(np.floor((work[1, 0] + half) * 2.0 ** -OUT_FRAC)), 0),
+                          top)
+                coded_bin = int(min(max(np.floor((work[1, 1] + half) * 2.0 ** -OUT_FRAC), 0),
+                                    n_tables - 1))
             # the residual
             if decoding:
-                q = decode_symbol(table_of_bin[b], state, data, t_radius, t_offsets,
+                q = decode_symbol(table_of_bin[coded_bin], state, data, t_radius, t_offsets,
                                   t_freqs, t_starts)
             else:
-                r = truth[y, x] - pf
+                r = truth[y, x] - loc
                 q = (abs(r) + max_error) // step
                 if r < 0:
                     q = -q
                 symbols[y, x] = q
-                bins[y, x] = b
-            v = min(max(pf + q * step, 0), top)
+                bins[y, x] = coded_bin
+            v = min(max(loc + q * step, 0), top)
             canvas[y, x] = v
             err[y, x] = v - p
             limit = max(2, e)

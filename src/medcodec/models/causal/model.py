@@ -20,6 +20,7 @@ from medcodec.entropy.coder import join_segments, split_segments
 from medcodec.entropy.tables import LaplaceTables
 from medcodec.errors import CorruptStreamError
 from medcodec.models.causal import kernels
+from medcodec.models.intnet import IntMLP
 from medcodec.models.threads import parallel_map
 
 #: Rows of one independently coded stripe (the last one may be shorter).
@@ -30,15 +31,18 @@ RADIUS = 6
 _CHOICE_MAGNITUDE = 1024
 
 _HEADER = struct.Struct("<BBHHB")  # version, radius, max error, stripe rows, stripes
-_VERSION = 1
+#: Stream (and weights) versions: 1 without the network (energy bins), 2 with it.
+_VERSION_BINS, _VERSION_NET = 1, 2
 
 
 @dataclass
 class CausalEstimator:
-    """The model: its integer Laplace tables (shipped with it) and the window radius."""
+    """The model: its integer Laplace tables (shipped with it) and, from version 2 on, the
+    pixel-estimation network (``net``: location correction and table index)."""
 
     tables: LaplaceTables
     inter: bool = False
+    net: IntMLP | None = None
 
     def __post_init__(self) -> None:
         t = self.tables
@@ -46,6 +50,13 @@ class CausalEstimator:
         self._offsets = t.offsets.astype(np.int64)
         self._freqs = t.freqs.astype(np.int64)
         self._starts = rans.cumulative(t)
+        self.version = _VERSION_BINS if self.net is None else _VERSION_NET
+        #: Bins the per-image table map covers: energy bins, or the network's table indices.
+        self.map_size = kernels.BINS if self.net is None else len(t)
+        self._net_args = _flatten(self.net)
+
+    def _kernel_tables(self) -> tuple[np.ndarray, ...]:
+        return (self._radius, self._offsets, self._freqs, self._starts, *self._net_args)
 
     # -- coding -----------------------------------------------------------------------
     def encode(self, image: np.ndarray, bits: int, max_error: int = 0,
@@ -62,39 +73,39 @@ class CausalEstimator:
             symbols = np.zeros_like(part)
             bins = np.zeros_like(part)
             kernels.run(part, canvas, top, max_error, RADIUS, False, self._no_tables, symbols,
-                        bins, np.zeros(3, np.int64), np.zeros(0, np.uint8), self._radius,
-                        self._offsets, self._freqs, self._starts)
+                        bins, np.zeros(3, np.int64), np.zeros(0, np.uint8),
+                        *self._kernel_tables(), _NO_SAMPLES)
             return symbols, bins
 
         coded = parallel_map(model, stripes)
         table_of_bin = self.choose_tables([s for s, _ in coded], [b for _, b in coded])
 
         def entropy(part: tuple[np.ndarray, np.ndarray]) -> bytes:
-            start, freq, n = kernels.pairs(part[0], part[1], table_of_bin, self._radius,
-                                           self._offsets, self._freqs, self._starts)
+            start, freq, n = kernels.pairs(part[0], part[1], table_of_bin,
+                                           *self._kernel_tables()[:4])
             return rans.encode_pairs(start, freq, n).tobytes()
 
         segments = parallel_map(entropy, coded)
-        header = _HEADER.pack(_VERSION, RADIUS, max_error, STRIPE_ROWS, len(stripes))
+        header = _HEADER.pack(self.version, RADIUS, max_error, STRIPE_ROWS, len(stripes))
         return header + table_of_bin.astype(np.uint8).tobytes() + join_segments(segments)
 
     def decode(self, data: bytes, shape: tuple[int, int], bits: int,
                previous: np.ndarray | None = None) -> np.ndarray:
         if previous is not None:
             raise ValueError("this model codes one slice at a time")
-        if len(data) < _HEADER.size + kernels.BINS:
+        if len(data) < _HEADER.size + self.map_size:
             raise CorruptStreamError("pixel-estimation stream is truncated")
         version, radius, max_error, stripe_rows, count = _HEADER.unpack_from(data)
-        if version != _VERSION or radius != RADIUS or stripe_rows != STRIPE_ROWS:
+        if version != self.version or radius != RADIUS or stripe_rows != STRIPE_ROWS:
             raise CorruptStreamError("pixel-estimation stream was made by another version of "
                                      "medcodec")
         stripes = _stripes(shape[0])
         if count != len(stripes):
             raise CorruptStreamError("pixel-estimation stream header is damaged")
-        table_of_bin = np.frombuffer(data, np.uint8, kernels.BINS, _HEADER.size).astype(np.int64)
+        table_of_bin = np.frombuffer(data, np.uint8, self.map_size, _HEADER.size).astype(np.int64)
         if table_of_bin.max(initial=0) >= len(self.tables):
             raise CorruptStreamError("pixel-estimation stream names a table it does not have")
-        segments = split_segments(data, _HEADER.size + kernels.BINS, count,
+        segments = split_segments(data, _HEADER.size + self.map_size, count,
                                   "pixel-estimation stream")
         top = (1 << bits) - 1
 
@@ -105,8 +116,7 @@ class CausalEstimator:
             state = np.zeros(3, np.int64)
             rans.start_decoder(state, payload)
             kernels.run(canvas, canvas, top, max_error, RADIUS, True, table_of_bin, canvas,
-                        canvas, state, payload, self._radius, self._offsets, self._freqs,
-                        self._starts)
+                        canvas, state, payload, *self._kernel_tables(), _NO_SAMPLES)
             if not rans.finished_cleanly(state, payload):
                 raise CorruptStreamError("pixel-estimation stream does not decode (damaged)")
             return canvas
@@ -123,9 +133,9 @@ class CausalEstimator:
         m = _CHOICE_MAGNITUDE
         inside = np.abs(s) <= m
         cells = b[inside] * (2 * m + 1) + s[inside] + m
-        hist = np.bincount(cells, minlength=kernels.BINS * (2 * m + 1)).astype(np.float64)
-        hist = hist.reshape(kernels.BINS, 2 * m + 1)
-        cost = np.zeros((kernels.BINS, len(self.tables)))
+        hist = np.bincount(cells, minlength=self.map_size * (2 * m + 1)).astype(np.float64)
+        hist = hist.reshape(self.map_size, 2 * m + 1)
+        cost = np.zeros((self.map_size, len(self.tables)))
         matrix = self._cost_matrix
         for bin_ in np.flatnonzero(hist.any(axis=1)):
             used = np.flatnonzero(hist[bin_])
@@ -148,26 +158,71 @@ class CausalEstimator:
 
     @functools.cached_property
     def _no_tables(self) -> np.ndarray:
-        return np.zeros(kernels.BINS, np.int64)
+        return np.zeros(self.map_size, np.int64)
+
+    # -- training ---------------------------------------------------------------------
+    def samples(self, image: np.ndarray, bits: int) -> np.ndarray:
+        """(pixels, FEATURES + 1): every pixel's network inputs and its residual to the
+        bias-corrected least-squares prediction, in raster order (lossless coding)."""
+        image = np.ascontiguousarray(image, dtype=np.int64)
+        out = np.zeros((image.size, kernels.FEATURES + 1), np.int64)
+        canvas = np.zeros_like(image)
+        kernels.run(image, canvas, (1 << bits) - 1, 0, RADIUS, False, self._no_tables,
+                    np.zeros_like(image), np.zeros_like(image), np.zeros(3, np.int64),
+                    np.zeros(0, np.uint8), *self._kernel_tables()[:4], *_flatten(None), out)
+        return out
 
     # -- storage ----------------------------------------------------------------------
     def as_arrays(self) -> dict[str, np.ndarray]:
-        out = {"causal.version": np.array([_VERSION], np.int32),
+        out = {"causal.version": np.array([self.version], np.int32),
                "causal.inter": np.array([int(self.inter)], np.int32)}
         out.update(self.tables.as_arrays("causal.entropy."))
+        if self.net is not None:
+            out.update(self.net.as_arrays("causal.net."))
         return {k: np.ascontiguousarray(v) for k, v in out.items()}
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray]) -> CausalEstimator:
-        if int(arrays["causal.version"][0]) != _VERSION:
+        version = int(arrays["causal.version"][0])
+        if version not in (_VERSION_BINS, _VERSION_NET):
             raise ValueError("unknown causal model version")
+        net = IntMLP.from_arrays(arrays, "causal.net.") if version == _VERSION_NET else None
+        if net is not None and (net.layers[0].weight.shape[0] != kernels.FEATURES
+                                or net.layers[-1].weight.shape[1] != 2):
+            raise ValueError("the network does not fit the raster-scan estimator")
         return cls(LaplaceTables.from_arrays(arrays, "causal.entropy."),
-                   bool(int(arrays["causal.inter"][0])))
+                   bool(int(arrays["causal.inter"][0])), net)
 
     @classmethod
-    def build(cls) -> CausalEstimator:
-        """A fresh model (its tables: Laplace scales 0.02 to 2048, 80 of them)."""
-        return cls(LaplaceTables.build(0.02, 2048.0, 80))
+    def build(cls, net: IntMLP | None = None) -> CausalEstimator:
+        """A model with the standard tables (Laplace scales 0.02 to 2048, 80 of them)."""
+        return cls(tables(), net=net)
+
+
+def tables() -> LaplaceTables:
+    return LaplaceTables.build(0.02, 2048.0, 80)
+
+
+_NO_SAMPLES = np.zeros((0, kernels.FEATURES + 1), np.int64)
+
+
+def _flatten(net: IntMLP | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """An IntMLP as the kernel reads it: weights and biases concatenated (float64 holding
+    integers) and one layout row per layer (inputs, outputs, shift, relu, offsets)."""
+    if net is None:
+        return np.zeros(0), np.zeros(0), np.zeros((0, 6), np.int64)
+    weights, biases, layout = [], [], []
+    ow = ob = 0
+    for layer in net.layers:
+        n_in, n_out = layer.weight.shape
+        if n_in > 1024 or n_out > 1024:
+            raise ValueError("network layer too wide for the raster-scan estimator")
+        weights.append(np.ascontiguousarray(layer.weight.T, np.float64).ravel())
+        biases.append(np.asarray(layer.bias, np.float64))
+        layout.append((n_in, n_out, layer.shift, int(layer.relu), ow, ob))
+        ow += n_in * n_out
+        ob += n_out
+    return np.concatenate(weights), np.concatenate(biases), np.array(layout, np.int64)
 
 
 def _stripes(rows: int) -> list[tuple[int, int]]:
