@@ -32,13 +32,14 @@ from numba import njit
 
 from medcodec.entropy.rans import code_symbol, decode_symbol
 
-#: The 12 causal neighbours (row, column offset); the first (left) is the reference.
-NEIGHBOURS = np.array([(0, -1), (-1, 0), (-1, -1), (-1, 1), (0, -2), (-2, 0), (-1, -2),
-                       (-2, -1), (-2, 1), (-1, 2), (-2, -2), (-2, 2)], np.int64)
-K = 11
-_NA = K * (K + 1) // 2
-#: Sliding-sum entries per sample: the normal matrix (lower triangle), the right-hand side, count.
-SUMS = _NA + K + 1
+#: The 12 causal neighbours (plane, row, column offset); the first (left) is the reference.
+#: Plane 0 is the slice being coded, plane 1 the previous decoded slice of a volume.
+NEIGHBOURS = np.array([(0, 0, -1), (0, -1, 0), (0, -1, -1), (0, -1, 1), (0, 0, -2),
+                       (0, -2, 0), (0, -1, -2), (0, -2, -1), (0, -2, 1), (0, -1, 2),
+                       (0, -2, -2), (0, -2, 2)], np.int64)
+#: With a previous slice: also its pixel at the same place and that pixel's 4 neighbours.
+NEIGHBOURS_INTER = np.concatenate([NEIGHBOURS, np.array(
+    [(1, 0, 0), (1, -1, 0), (1, 1, 0), (1, 0, -1), (1, 0, 1)], np.int64)])
 #: Error-energy bins (log scale, 4 per octave above 8).
 BINS = 64
 #: Sign-pattern classes of the bias correction.
@@ -49,8 +50,6 @@ WEIGHT_BITS = 12
 RIDGE_SHIFT = 10
 #: A bias class halves its sums when it has seen this many errors (follows drifts).
 BIAS_RESET = 256
-#: Fewer window samples than this: no least-squares fit, the median predictor.
-MIN_SAMPLES = 2 * K
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -141,206 +140,240 @@ def _median(a: int, b: int, c: int) -> int:
     return a + b - c
 
 
-@njit(cache=True, nogil=True)
-def _sample(canvas: np.ndarray, y: int, x: int, out: np.ndarray) -> None:
-    """The sliding-sum entries of the pixel at (y, x) as a regression sample."""
-    base = canvas[y, x - 1]
-    d = np.empty(K, np.int64)
-    for i in range(K):
-        d[i] = canvas[y + NEIGHBOURS[i + 1, 0], x + NEIGHBOURS[i + 1, 1]] - base
-    t = canvas[y, x] - base
-    k = 0
-    for i in range(K):
-        for j in range(i + 1):
-            out[k] = d[i] * d[j]
-            k += 1
-    for i in range(K):
-        out[_NA + i] = d[i] * t
-    out[SUMS - 1] = 1
+def make_run(neighbours: np.ndarray):
+    """The coding loop specialised to one neighbour set (its size is a compile-time constant,
+    which keeps the inner loops tight): ``RUN`` for single slices, ``RUN_INTER`` with the
+    previous slice."""
+    K = neighbours.shape[0] - 1
+    _NA = K * (K + 1) // 2
+    #: Sliding-sum entries per sample: the normal matrix (lower triangle), right-hand side, count.
+    SUMS = _NA + K + 1
+    #: Fewer window samples than this: no least-squares fit, the median predictor.
+    MIN_SAMPLES = 2 * K
+
+    @njit(cache=True, nogil=True)
+    def _sample(canvas: np.ndarray, previous: np.ndarray, y: int, x: int,
+                out: np.ndarray) -> None:
+        """The sliding-sum entries of the pixel at (y, x) as a regression sample."""
+        base = canvas[y, x - 1]
+        d = np.empty(K, np.int64)
+        for i in range(K):
+            d[i] = _at(canvas, previous, neighbours[i + 1], y, x) - base
+        t = canvas[y, x] - base
+        k = 0
+        for i in range(K):
+            for j in range(i + 1):
+                out[k] = d[i] * d[j]
+                k += 1
+        for i in range(K):
+            out[_NA + i] = d[i] * t
+        out[SUMS - 1] = 1
 
 
-@njit(cache=True, nogil=True)
-def _fit_predict(canvas: np.ndarray, y: int, x: int, up: np.ndarray, cur: np.ndarray,
-                 a: np.ndarray, low: np.ndarray, z: np.ndarray, w: np.ndarray,
-                 fallback: int) -> int:
-    """Least-squares prediction of (y, x) from the window's sums; ``fallback`` if ill-posed."""
-    if up[SUMS - 1] + cur[SUMS - 1] < MIN_SAMPLES:
-        return fallback
-    k = 0
-    trace = 0.0
-    for i in range(K):
-        for j in range(i + 1):
-            a[i, j] = float(up[k] + cur[k])
-            k += 1
-        trace += a[i, i]
-    ridge = trace / K * (2.0 ** -RIDGE_SHIFT) + 1.0
-    for i in range(K):
-        for j in range(i + 1):
-            s = a[i, j]
-            if i == j:
-                s += ridge
-            for q in range(j):
-                s -= low[i, q] * low[j, q]
-            if i == j:
-                if not s > 0.0:
-                    return fallback
-                low[i, i] = np.sqrt(s)
-            else:
-                low[i, j] = s / low[j, j]
-    for i in range(K):
-        s = float(up[_NA + i] + cur[_NA + i])
-        for q in range(i):
-            s -= low[i, q] * z[q]
-        z[i] = s / low[i, i]
-    for i in range(K - 1, -1, -1):
-        s = z[i]
-        for q in range(i + 1, K):
-            s -= low[q, i] * w[q]
-        w[i] = s / low[i, i]
-    base = canvas[y, x - 1]
-    acc = 0
-    scale = float(1 << WEIGHT_BITS)
-    for i in range(K):
-        wi = min(max(w[i] * scale, -float(1 << 20)), float(1 << 20))
-        acc += int(np.floor(wi + 0.5)) * (canvas[y + NEIGHBOURS[i + 1, 0],
-                                                 x + NEIGHBOURS[i + 1, 1]] - base)
-    return base + ((acc + (1 << (WEIGHT_BITS - 1))) >> WEIGHT_BITS)
+    @njit(cache=True, nogil=True)
+    def _fit_predict(canvas: np.ndarray, previous: np.ndarray, y: int, x: int, up: np.ndarray,
+                     cur: np.ndarray,
+                     a: np.ndarray, low: np.ndarray, z: np.ndarray, w: np.ndarray,
+                     fallback: int) -> int:
+        """Least-squares prediction of (y, x) from the window's sums; ``fallback`` if ill-posed."""
+        if up[SUMS - 1] + cur[SUMS - 1] < MIN_SAMPLES:
+            return fallback
+        k = 0
+        trace = 0.0
+        for i in range(K):
+            for j in range(i + 1):
+                a[i, j] = float(up[k] + cur[k])
+                k += 1
+            trace += a[i, i]
+        ridge = trace / K * (2.0 ** -RIDGE_SHIFT) + 1.0
+        for i in range(K):
+            for j in range(i + 1):
+                s = a[i, j]
+                if i == j:
+                    s += ridge
+                for q in range(j):
+                    s -= low[i, q] * low[j, q]
+                if i == j:
+                    if not s > 0.0:
+                        return fallback
+                    low[i, i] = np.sqrt(s)
+                else:
+                    low[i, j] = s / low[j, j]
+        for i in range(K):
+            s = float(up[_NA + i] + cur[_NA + i])
+            for q in range(i):
+                s -= low[i, q] * z[q]
+            z[i] = s / low[i, i]
+        for i in range(K - 1, -1, -1):
+            s = z[i]
+            for q in range(i + 1, K):
+                s -= low[q, i] * w[q]
+            w[i] = s / low[i, i]
+        base = canvas[y, x - 1]
+        acc = 0
+        scale = float(1 << WEIGHT_BITS)
+        for i in range(K):
+            wi = min(max(w[i] * scale, -float(1 << 20)), float(1 << 20))
+            acc += int(np.floor(wi + 0.5)) * (_at(canvas, previous, neighbours[i + 1], y, x)
+                                              - base)
+        return base + ((acc + (1 << (WEIGHT_BITS - 1))) >> WEIGHT_BITS)
 
 
-@njit(cache=True, nogil=True)
-def run(truth: np.ndarray, canvas: np.ndarray, top: int, max_error: int, radius_ls: int,
-        decoding: bool, table_of_bin: np.ndarray, symbols: np.ndarray, bins: np.ndarray,
-        state: np.ndarray, data: np.ndarray, t_radius: np.ndarray, t_offsets: np.ndarray,
-        t_freqs: np.ndarray, t_starts: np.ndarray, net_weights: np.ndarray,
-        net_biases: np.ndarray, net_layout: np.ndarray, samples: np.ndarray) -> None:
-    """Code (``decoding`` False: from ``truth``, filling ``symbols`` and ``bins``) or decode
-    (from the rANS ``state``/``data`` with the per-bin tables) one image into ``canvas``.
+    @njit(cache=True, nogil=True)
+    def run(truth: np.ndarray, canvas: np.ndarray, previous: np.ndarray, top: int,
+            max_error: int, radius_ls: int,
+            decoding: bool, table_of_bin: np.ndarray, symbols: np.ndarray, bins: np.ndarray,
+            state: np.ndarray, data: np.ndarray, t_radius: np.ndarray, t_offsets: np.ndarray,
+            t_freqs: np.ndarray, t_starts: np.ndarray, net_weights: np.ndarray,
+            net_biases: np.ndarray, net_layout: np.ndarray, samples: np.ndarray) -> None:
+        """Code (``decoding`` False: from ``truth``, filling ``symbols`` and ``bins``) or decode
+        (from the rANS ``state``/``data`` with the per-bin tables) one image into ``canvas``.
 
-    ``canvas`` ends as the decoder's reconstruction in both cases. With a network
-    (``net_layout`` has rows) a pixel's bin is the network's table index, else its energy
-    bin. ``samples`` (encoder, training): when it has rows, each pixel's network inputs and
-    its residual to the corrected prediction are written there, row ``y * width + x``.
-    """
-    h, wd = canvas.shape
-    step = 2 * max_error + 1
-    span = radius_ls + 1
-    ring = np.zeros((span, wd, SUMS), np.int64)
-    cols = np.zeros((wd, SUMS), np.int64)
-    up = np.zeros(SUMS, np.int64)
-    cur = np.zeros(SUMS, np.int64)
-    a = np.zeros((K, K))
-    low = np.zeros((K, K))
-    z = np.zeros(K)
-    w = np.zeros(K)
-    err = np.zeros((h, wd), np.int64)
-    bias_sum = np.zeros(BINS * TEXTURES, np.int64)
-    bias_count = np.zeros(BINS * TEXTURES, np.int64)
-    use_net = net_layout.shape[0] > 0
-    n_tables = t_radius.size
-    feats = np.zeros(FEATURES, np.int64)
-    work = np.zeros((2, 1024))
-    half = 1 << (OUT_FRAC - 1)
-    for y in range(h):
-        if y >= 1:
-            inc = ring[(y - 1) % span]
-            for x in range(wd):
-                for m in range(SUMS):
-                    cols[x, m] += inc[x, m]
-        if y >= span:
-            dec = ring[(y - span) % span]
-            for x in range(wd):
-                for m in range(SUMS):
-                    cols[x, m] -= dec[x, m]
-        row = ring[y % span]
-        row[:, :] = 0
-        up[:] = 0
-        cur[:] = 0
-        for x2 in range(min(wd, radius_ls)):
-            for m in range(SUMS):
-                up[m] += cols[x2, m]
-        for x in range(wd):
-            if x + radius_ls < wd:
-                for m in range(SUMS):
-                    up[m] += cols[x + radius_ls, m]
-            if x - radius_ls - 1 >= 0:
-                for m in range(SUMS):
-                    up[m] -= cols[x - radius_ls - 1, m]
-                    cur[m] -= row[x - radius_ls - 1, m]
-            if x >= 1:
-                for m in range(SUMS):
-                    cur[m] += row[x - 1, m]
-            # prediction
-            if y == 0:
-                p = canvas[0, x - 1] if x > 0 else (top + 1) // 2
-            elif x == 0:
-                p = canvas[y - 1, 0]
-            else:
-                p = _median(canvas[y, x - 1], canvas[y - 1, x], canvas[y - 1, x - 1])
-            interior = y >= 2 and x >= 2 and x <= wd - 3
-            if interior:
-                p = min(max(_fit_predict(canvas, y, x, up, cur, a, low, z, w, p), 0), top)
-            # context: energy of the neighbours' past errors
-            e = 0
-            if x >= 1:
-                e += 8 * abs(err[y, x - 1])
-                if x >= 2:
-                    e += 4 * abs(err[y, x - 2])
+        ``canvas`` ends as the decoder's reconstruction in both cases. ``previous``: the
+        previous decoded slice (same shape) for the volume kernel; unused by the other. With
+        a network (``net_layout`` has rows) a pixel's bin is the network's table index, else
+        its energy bin. ``samples`` (encoder, training): when it has rows, each pixel's
+        network inputs and its residual to the corrected prediction are written there, row
+        ``y * width + x``.
+        """
+        h, wd = canvas.shape
+        step = 2 * max_error + 1
+        span = radius_ls + 1
+        ring = np.zeros((span, wd, SUMS), np.int64)
+        cols = np.zeros((wd, SUMS), np.int64)
+        up = np.zeros(SUMS, np.int64)
+        cur = np.zeros(SUMS, np.int64)
+        a = np.zeros((K, K))
+        low = np.zeros((K, K))
+        z = np.zeros(K)
+        w = np.zeros(K)
+        err = np.zeros((h, wd), np.int64)
+        bias_sum = np.zeros(BINS * TEXTURES, np.int64)
+        bias_count = np.zeros(BINS * TEXTURES, np.int64)
+        use_net = net_layout.shape[0] > 0
+        n_tables = t_radius.size
+        feats = np.zeros(FEATURES, np.int64)
+        work = np.zeros((2, 1024))
+        half = 1 << (OUT_FRAC - 1)
+        for y in range(h):
             if y >= 1:
-                e += 8 * abs(err[y - 1, x])
+                inc = ring[(y - 1) % span]
+                for x in range(wd):
+                    for m in range(SUMS):
+                        cols[x, m] += inc[x, m]
+            if y >= span:
+                dec = ring[(y - span) % span]
+                for x in range(wd):
+                    for m in range(SUMS):
+                        cols[x, m] -= dec[x, m]
+            row = ring[y % span]
+            row[:, :] = 0
+            up[:] = 0
+            cur[:] = 0
+            for x2 in range(min(wd, radius_ls)):
+                for m in range(SUMS):
+                    up[m] += cols[x2, m]
+            for x in range(wd):
+                if x + radius_ls < wd:
+                    for m in range(SUMS):
+                        up[m] += cols[x + radius_ls, m]
+                if x - radius_ls - 1 >= 0:
+                    for m in range(SUMS):
+                        up[m] -= cols[x - radius_ls - 1, m]
+                        cur[m] -= row[x - radius_ls - 1, m]
                 if x >= 1:
-                    e += 4 * abs(err[y - 1, x - 1])
-                if x + 1 < wd:
-                    e += 4 * abs(err[y - 1, x + 1])
-                if y >= 2:
-                    e += 4 * abs(err[y - 2, x])
-            e >>= 2
-            b = energy_bin(e)
-            tex = 0
-            if y >= 1 and x >= 1 and x + 1 < wd:
-                tex = ((canvas[y - 1, x] > p) + 2 * (canvas[y, x - 1] > p)
-                       + 4 * (canvas[y - 1, x - 1] > p) + 8 * (canvas[y - 1, x + 1] > p))
-            c = b * TEXTURES + tex
-            pf = p
-            n_c = bias_count[c]
-            if n_c > 0:
-                pf = min(max(p + (2 * bias_sum[c] + n_c) // (2 * n_c), 0), top)
-            loc = pf
-            coded_bin = b
-            if use_net or samples.shape[0] > 0:
-                features_into(canvas, err, y, x, pf, p, e, feats)
-                if samples.shape[0] > 0:
-                    k = y * wd + x
-                    samples[k, :FEATURES] = feats
-                    samples[k, FEATURES] = truth[y, x] - pf
-            if use_net:
-                forward(feats, net_weights, net_biases, net_layout, work)
-                loc = min(max(pf + int(np.floor((work[1, 0] + half) * 2.0 ** -OUT_FRAC)), 0),
-                          top)
-                coded_bin = int(min(max(np.floor((work[1, 1] + half) * 2.0 ** -OUT_FRAC), 0),
-                                    n_tables - 1))
-            # the residual
-            if decoding:
-                q = decode_symbol(table_of_bin[coded_bin], state, data, t_radius, t_offsets,
-                                  t_freqs, t_starts)
-            else:
-                r = truth[y, x] - loc
-                q = (abs(r) + max_error) // step
-                if r < 0:
-                    q = -q
-                symbols[y, x] = q
-                bins[y, x] = coded_bin
-            v = min(max(loc + q * step, 0), top)
-            canvas[y, x] = v
-            err[y, x] = v - p
-            limit = max(2, e)
-            bias_sum[c] += min(max(v - p, -limit), limit)
-            bias_count[c] = n_c + 1
-            if n_c + 1 >= BIAS_RESET:
-                s = bias_sum[c]
-                bias_sum[c] = s // 2 if s >= 0 else -((-s) // 2)
-                bias_count[c] = (n_c + 1) // 2
-            if interior:
-                _sample(canvas, y, x, row[x])
+                    for m in range(SUMS):
+                        cur[m] += row[x - 1, m]
+                # prediction
+                if y == 0:
+                    p = canvas[0, x - 1] if x > 0 else (top + 1) // 2
+                elif x == 0:
+                    p = canvas[y - 1, 0]
+                else:
+                    p = _median(canvas[y, x - 1], canvas[y - 1, x], canvas[y - 1, x - 1])
+                interior = y >= 2 and x >= 2 and x <= wd - 3
+                if interior:
+                    p = min(max(_fit_predict(canvas, previous, y, x, up, cur, a, low, z, w, p), 0),
+                            top)
+                # context: energy of the neighbours' past errors
+                e = 0
+                if x >= 1:
+                    e += 8 * abs(err[y, x - 1])
+                    if x >= 2:
+                        e += 4 * abs(err[y, x - 2])
+                if y >= 1:
+                    e += 8 * abs(err[y - 1, x])
+                    if x >= 1:
+                        e += 4 * abs(err[y - 1, x - 1])
+                    if x + 1 < wd:
+                        e += 4 * abs(err[y - 1, x + 1])
+                    if y >= 2:
+                        e += 4 * abs(err[y - 2, x])
+                e >>= 2
+                b = energy_bin(e)
+                tex = 0
+                if y >= 1 and x >= 1 and x + 1 < wd:
+                    tex = ((canvas[y - 1, x] > p) + 2 * (canvas[y, x - 1] > p)
+                           + 4 * (canvas[y - 1, x - 1] > p) + 8 * (canvas[y - 1, x + 1] > p))
+                c = b * TEXTURES + tex
+                pf = p
+                n_c = bias_count[c]
+                if n_c > 0:
+                    pf = min(max(p + (2 * bias_sum[c] + n_c) // (2 * n_c), 0), top)
+                loc = pf
+                coded_bin = b
+                if use_net or samples.shape[0] > 0:
+                    features_into(canvas, err, y, x, pf, p, e, feats)
+                    if samples.shape[0] > 0:
+                        k = y * wd + x
+                        samples[k, :FEATURES] = feats
+                        samples[k, FEATURES] = truth[y, x] - pf
+                if use_net:
+                    forward(feats, net_weights, net_biases, net_layout, work)
+                    loc = min(max(pf + int(np.floor((work[1, 0] + half) * 2.0 ** -OUT_FRAC)), 0),
+                              top)
+                    coded_bin = int(min(max(np.floor((work[1, 1] + half) * 2.0 ** -OUT_FRAC), 0),
+                                        n_tables - 1))
+                # the residual
+                if decoding:
+                    q = decode_symbol(table_of_bin[coded_bin], state, data, t_radius, t_offsets,
+                                      t_freqs, t_starts)
+                else:
+                    r = truth[y, x] - loc
+                    q = (abs(r) + max_error) // step
+                    if r < 0:
+                        q = -q
+                    symbols[y, x] = q
+                    bins[y, x] = coded_bin
+                v = min(max(loc + q * step, 0), top)
+                canvas[y, x] = v
+                err[y, x] = v - p
+                limit = max(2, e)
+                bias_sum[c] += min(max(v - p, -limit), limit)
+                bias_count[c] = n_c + 1
+                if n_c + 1 >= BIAS_RESET:
+                    s = bias_sum[c]
+                    bias_sum[c] = s // 2 if s >= 0 else -((-s) // 2)
+                    bias_count[c] = (n_c + 1) // 2
+                if interior:
+                    _sample(canvas, previous, y, x, row[x])
+
+    return run
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _at(canvas: np.ndarray, previous: np.ndarray, neighbour: np.ndarray, y: int,
+        x: int) -> int:
+    """A neighbour's value: in this slice (always causal by the neighbour set), or in the
+    previous one, whose every pixel is known (clamped at its edges)."""
+    if neighbour[0] == 0:
+        return canvas[y + neighbour[1], x + neighbour[2]]
+    h, wd = previous.shape
+    return previous[min(max(y + neighbour[1], 0), h - 1), min(max(x + neighbour[2], 0), wd - 1)]
+
+
+RUN = make_run(NEIGHBOURS)
+RUN_INTER = make_run(NEIGHBOURS_INTER)
 
 
 @njit(cache=True, nogil=True)

@@ -59,11 +59,24 @@ class CausalEstimator:
         return (self._radius, self._offsets, self._freqs, self._starts, *self._net_args)
 
     # -- coding -----------------------------------------------------------------------
+    @property
+    def _run(self):
+        return kernels.RUN_INTER if self.inter else kernels.RUN
+
+    def _previous(self, previous: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:
+        """The previous slice as the kernel reads it (the volume model needs one)."""
+        if not self.inter:
+            if previous is not None:
+                raise ValueError("this model codes one slice at a time")
+            return _NO_PREVIOUS
+        if previous is None or tuple(previous.shape) != tuple(shape):
+            raise ValueError("this model codes a slice together with the previous one")
+        return np.ascontiguousarray(previous, dtype=np.int64)
+
     def encode(self, image: np.ndarray, bits: int, max_error: int = 0,
                previous: np.ndarray | None = None) -> bytes:
-        if previous is not None:
-            raise ValueError("this model codes one slice at a time")
         image = np.ascontiguousarray(image, dtype=np.int64)
+        prior = self._previous(previous, image.shape)
         top = (1 << bits) - 1
         stripes = _stripes(image.shape[0])
 
@@ -72,9 +85,9 @@ class CausalEstimator:
             canvas = np.zeros_like(part)
             symbols = np.zeros_like(part)
             bins = np.zeros_like(part)
-            kernels.run(part, canvas, top, max_error, RADIUS, False, self._no_tables, symbols,
-                        bins, np.zeros(3, np.int64), np.zeros(0, np.uint8),
-                        *self._kernel_tables(), _NO_SAMPLES)
+            self._run(part, canvas, self._stripe(prior, bounds), top, max_error, RADIUS, False,
+                      self._no_tables, symbols, bins, np.zeros(3, np.int64),
+                      np.zeros(0, np.uint8), *self._kernel_tables(), _NO_SAMPLES)
             return symbols, bins
 
         coded = parallel_map(model, stripes)
@@ -89,10 +102,12 @@ class CausalEstimator:
         header = _HEADER.pack(self.version, RADIUS, max_error, STRIPE_ROWS, len(stripes))
         return header + table_of_bin.astype(np.uint8).tobytes() + join_segments(segments)
 
+    def _stripe(self, prior: np.ndarray, bounds: tuple[int, int]) -> np.ndarray:
+        return prior[bounds[0] : bounds[1]] if self.inter else prior
+
     def decode(self, data: bytes, shape: tuple[int, int], bits: int,
                previous: np.ndarray | None = None) -> np.ndarray:
-        if previous is not None:
-            raise ValueError("this model codes one slice at a time")
+        prior = self._previous(previous, shape)
         if len(data) < _HEADER.size + self.map_size:
             raise CorruptStreamError("pixel-estimation stream is truncated")
         version, radius, max_error, stripe_rows, count = _HEADER.unpack_from(data)
@@ -110,13 +125,14 @@ class CausalEstimator:
         top = (1 << bits) - 1
 
         def decode_stripe(item: tuple[tuple[int, int], bytes]) -> np.ndarray:
-            (r0, r1), segment = item
-            canvas = np.zeros((r1 - r0, shape[1]), np.int64)
+            bounds, segment = item
+            canvas = np.zeros((bounds[1] - bounds[0], shape[1]), np.int64)
             payload = np.frombuffer(segment, np.uint8)
             state = np.zeros(3, np.int64)
             rans.start_decoder(state, payload)
-            kernels.run(canvas, canvas, top, max_error, RADIUS, True, table_of_bin, canvas,
-                        canvas, state, payload, *self._kernel_tables(), _NO_SAMPLES)
+            self._run(canvas, canvas, self._stripe(prior, bounds), top, max_error, RADIUS, True,
+                      table_of_bin, canvas, canvas, state, payload, *self._kernel_tables(),
+                      _NO_SAMPLES)
             if not rans.finished_cleanly(state, payload):
                 raise CorruptStreamError("pixel-estimation stream does not decode (damaged)")
             return canvas
@@ -161,15 +177,18 @@ class CausalEstimator:
         return np.zeros(self.map_size, np.int64)
 
     # -- training ---------------------------------------------------------------------
-    def samples(self, image: np.ndarray, bits: int) -> np.ndarray:
+    def samples(self, image: np.ndarray, bits: int, previous: np.ndarray | None = None
+                ) -> np.ndarray:
         """(pixels, FEATURES + 1): every pixel's network inputs and its residual to the
-        bias-corrected least-squares prediction, in raster order (lossless coding)."""
+        bias-corrected least-squares prediction, in raster order (lossless coding; one
+        stripe: the whole image)."""
         image = np.ascontiguousarray(image, dtype=np.int64)
+        prior = self._previous(previous, image.shape)
         out = np.zeros((image.size, kernels.FEATURES + 1), np.int64)
         canvas = np.zeros_like(image)
-        kernels.run(image, canvas, (1 << bits) - 1, 0, RADIUS, False, self._no_tables,
-                    np.zeros_like(image), np.zeros_like(image), np.zeros(3, np.int64),
-                    np.zeros(0, np.uint8), *self._kernel_tables()[:4], *_flatten(None), out)
+        self._run(image, canvas, prior, (1 << bits) - 1, 0, RADIUS, False, self._no_tables,
+                  np.zeros_like(image), np.zeros_like(image), np.zeros(3, np.int64),
+                  np.zeros(0, np.uint8), *self._kernel_tables()[:4], *_flatten(None), out)
         return out
 
     # -- storage ----------------------------------------------------------------------
@@ -194,9 +213,9 @@ class CausalEstimator:
                    bool(int(arrays["causal.inter"][0])), net)
 
     @classmethod
-    def build(cls, net: IntMLP | None = None) -> CausalEstimator:
+    def build(cls, net: IntMLP | None = None, inter: bool = False) -> CausalEstimator:
         """A model with the standard tables (Laplace scales 0.02 to 2048, 80 of them)."""
-        return cls(tables(), net=net)
+        return cls(tables(), inter, net)
 
 
 def tables() -> LaplaceTables:
@@ -204,6 +223,7 @@ def tables() -> LaplaceTables:
 
 
 _NO_SAMPLES = np.zeros((0, kernels.FEATURES + 1), np.int64)
+_NO_PREVIOUS = np.zeros((1, 1), np.int64)
 
 
 def _flatten(net: IntMLP | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
