@@ -32,7 +32,8 @@ def add_parser(subparsers: Any, parents: Sequence[argparse.ArgumentParser] = ())
                         "wavelet: the learned lossy codec; causal: the raster-scan "
                         "estimator (its tables; measured on --val)")
     p.add_argument("--inter", action="store_true",
-                   help="pen: train the previous-slice model (consecutive slices of a series)")
+                   help="pen, causal: train the previous-slice model (consecutive slices of a "
+                        "series)")
     p.add_argument("--step-range", default="1,256", metavar="MIN,MAX",
                    help="wavelet: quantiser steps sampled in training (default 1,256; equal "
                         "values train a fixed-rate model)")
@@ -167,17 +168,18 @@ def _run_causal(args: argparse.Namespace, out: Path, train_series, val) -> int:
 
     settings = CausalSettings(steps=args.steps, hidden=args.hidden,
                               slice_stride=args.slice_stride, seed=args.seed,
-                              threads=args.threads)
+                              threads=args.threads, inter=args.inter)
     if args.steps > 0:
         rows: list[dict] = []
         model = train(train_series, settings, log_rows=rows)
         if args.log:
             _write_log(Path(args.log), rows)
     else:
-        model = CausalEstimator.build()
+        model = CausalEstimator.build(inter=args.inter)
     figures = evaluate(model, val, args.slice_stride)
     name = "raster-scan pixel estimator (online least squares" + (
-        " + pixel-estimation network)" if model.net is not None else ")")
+        " + pixel-estimation network)" if model.net is not None else ")") + (
+        ", previous slice" if args.inter else "")
     return _save(args, out, model, name, settings, train_series, val, figures)
 
 

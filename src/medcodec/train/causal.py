@@ -39,6 +39,7 @@ class CausalSettings:
     learning_rate: float = 3e-3
     seed: int = 0
     threads: int = 1
+    inter: bool = False
 
 
 def feature_scales() -> np.ndarray:
@@ -51,14 +52,16 @@ def feature_scales() -> np.ndarray:
 
 def collect(series: Sequence[Series], settings: CausalSettings,
             log: Callable[[str], None] = lambda m: None) -> np.ndarray:
-    """Random pixels of every ``slice_stride``-th slice: (n, FEATURES + 1) int64."""
-    base = CausalEstimator.build()
+    """Random pixels of every ``slice_stride``-th slice (with ``inter``: of every such slice
+    that has a previous one, read with it): (n, FEATURES + 1) int64."""
+    base = CausalEstimator.build(inter=settings.inter)
     rng = np.random.default_rng(settings.seed)
     parts = []
     for s in series:
-        for image in s.slices[:: max(1, settings.slice_stride)]:
+        items = s.pairs() if settings.inter else [(image, None) for image in s.slices]
+        for image, previous in items[:: max(1, settings.slice_stride)]:
             bits = max(1, int(image.max()).bit_length())
-            samples = base.samples(image, bits)
+            samples = base.samples(image, bits, previous)
             take = min(settings.pixels_per_slice, samples.shape[0])
             parts.append(samples[rng.choice(samples.shape[0], take, replace=False)])
     log(f"{len(parts)} training slices, {sum(p.shape[0] for p in parts)} pixels")
@@ -106,7 +109,7 @@ def train(series: Sequence[Series], settings: CausalSettings,
             if log_rows is not None:
                 log_rows.append({"step": step, "bits": round(mean, 5),
                                  "seconds": round(time.time() - start, 1)})
-    return CausalEstimator.build(to_intnet(net))
+    return CausalEstimator.build(to_intnet(net), settings.inter)
 
 
 def laplace_bits(target, location, log_scale):
@@ -136,13 +139,16 @@ def to_intnet(net) -> IntMLP:
 
 def evaluate(model: CausalEstimator, series: Sequence[Series], stride: int = 1
              ) -> dict[str, float]:
-    """Mean lossless bpp over every ``stride``-th slice of ``series`` (real bytes, checked)."""
+    """Mean lossless bpp over every ``stride``-th slice of ``series`` (real bytes, checked;
+    a volume model codes each slice after the first with its previous one)."""
     bits_total, pixels, count = 0, 0, 0
     for s in series:
-        for image in s.slices[:: max(1, stride)]:
+        items = s.pairs() if model.inter else [(image, None) for image in s.slices]
+        for image, previous in items[:: max(1, stride)]:
             bits = max(1, int(image.max()).bit_length())
-            data = model.encode(image, bits)
-            if not np.array_equal(model.decode(data, image.shape, bits), image):
+            data = model.encode(image, bits, previous=previous)
+            back = model.decode(data, image.shape, bits, previous=previous)
+            if not np.array_equal(back, image):
                 raise AssertionError(f"{s.key}: the decoded slice differs")
             bits_total += 8 * len(data)
             pixels += image.size
