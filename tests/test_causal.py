@@ -141,15 +141,24 @@ def test_damaged_streams_fail_cleanly(model: CausalEstimator) -> None:
 def test_header_fields_are_checked(model: CausalEstimator) -> None:
     image = smooth_image((20, 20), 12).astype(np.int64)
     data = bytearray(model.encode(image, 12))
-    for pos, value in ((0, 9), (1, 99), (3, 0xFF), (7, 0xFF)):
+    for pos, value in ((0, 9), (1, 99), (3, 0xFF), (6, 7), (7, 9)):
         bad = bytearray(data)
         bad[pos] = value
         with pytest.raises(CorruptStreamError):
             model.decode(bytes(bad), image.shape, 12)
-    bad = bytearray(data)
+    plain = CausalEstimator.build()  # no network: one byte a bin, always
+    bad = bytearray(plain.encode(image, 12))
     bad[8] = 200  # a table index past the last table
     with pytest.raises(CorruptStreamError, match="table"):
-        model.decode(bytes(bad), image.shape, 12)
+        plain.decode(bytes(bad), image.shape, 12)
+
+
+def test_small_images_send_a_small_map(model: CausalEstimator) -> None:
+    """The network's table map costs 2 bytes (identity or one offset) unless 80 pay off."""
+    image = smooth_image((12, 10), 12).astype(np.int64)
+    data = model.encode(image, 12)
+    assert data[7] in (0, 1)
+    assert len(data) < 9 + 4 + image.size * 2
 
 
 def test_rans_roundtrip_with_escapes() -> None:

@@ -44,6 +44,11 @@ GOLDEN_CASES = {
     "golden_v2_medcodec_lossless.mdcx": {"codec": "medcodec"},
     "golden_v2_medcodec_near2.mdcx": {"codec": "medcodec", "mode": "near-lossless",
                                       "max_error": 2},
+    # v3: the raster-scan estimator with its pixel-estimation network, alone and for volumes
+    "golden_v3_medcodec_lossless.mdcx": {"codec": "medcodec"},
+    "golden_v3_medcodec_near2.mdcx": {"codec": "medcodec", "mode": "near-lossless",
+                                      "max_error": 2},
+    "golden_v3_medcodec_inter.mdcx": {"codec": "medcodec", "inter_slice": 2},
 }
 #: Lossy golden streams: the SHA-256 of their decoded pixels is fixed (bit-exact forever).
 LOSSY_GOLDEN = {"golden_v1_medcodec_lossy.mdcx"}

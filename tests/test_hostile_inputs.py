@@ -40,6 +40,7 @@ from medcodec.errors import (
     UnsupportedError,
 )
 from medcodec.image import MedImage
+from medcodec.models.zoo import CAUSAL
 from medcodec.pipeline import decompress, open_container
 
 from .conftest import smooth_image
@@ -341,7 +342,7 @@ def learned_stream() -> bytes:
 
 def test_weights_sha256_is_filled_and_checked(learned_stream: bytes) -> None:
     digests = open_container(learned_stream).header["codec"]["weights_sha256"]
-    assert digests == {"MCL": weights.sha256("causal-v1.safetensors")}
+    assert digests == {"MCL": weights.sha256(CAUSAL.default)}
     other = "0" * 64
     with pytest.raises(CorruptStreamError, match="edited or damaged"):
         decompress(forge(learned_stream, _set("codec.weights_sha256", {"MCL": other})))

@@ -16,7 +16,7 @@ from medcodec.codecs.htj2k import Htj2kCodec
 from medcodec.codecs.jpeg12 import Jpeg12Codec
 from medcodec.codecs.jpeg2000 import Jpeg2000Codec
 from medcodec.codecs.jpegls import JpegLsCodec
-from medcodec.codecs.jpegxl import JpegXlCodec
+from medcodec.codecs.jpegxl import JpegXlCodec, JpegXlEffort9Codec
 from medcodec.codecs.learned import LearnedCodec
 from medcodec.codecs.lerc import LercCodec
 from medcodec.errors import CodecUnavailableError
@@ -41,6 +41,7 @@ for _codec in (
     Jpeg2000Codec,
     Htj2kCodec,
     JpegXlCodec,
+    JpegXlEffort9Codec,
     AvifCodec,
     HevcCodec,
     Jpeg12Codec,

@@ -34,6 +34,7 @@ class JpegXlCodec(ImagecodecsCodec):
     knob = Knob("distance", 0.01, 25.0, rate_increases=False, integer=False)
     dicom_method = "ISO_18181_1"
     dicom_syntaxes = ("1.2.840.10008.1.2.4.110", "1.2.840.10008.1.2.4.112")
+    effort: ClassVar[int] = EFFORT
 
     def dicom_knob(self, bits: int) -> Knob:
         return Knob("distance", 0.05, 25.0, rate_increases=False, log_scale=True)
@@ -65,7 +66,7 @@ class JpegXlCodec(ImagecodecsCodec):
             precision = bits
         return bytes(
             imagecodecs.jpegxl_encode(
-                data, effort=EFFORT, bitspersample=precision, numthreads=1, **options
+                data, effort=self.effort, bitspersample=precision, numthreads=1, **options
             )
         )
 
@@ -73,3 +74,15 @@ class JpegXlCodec(ImagecodecsCodec):
         import imagecodecs
 
         return decode_into(imagecodecs.jpegxl_decode, data, shape, bits, "JPEG XL", numthreads=1)
+
+
+class JpegXlEffort9Codec(JpegXlCodec):
+    """JPEG XL lossless at effort 9 (libjxl's slowest useful setting): a reference column for
+    the lossless benchmarks, not a DICOM transfer syntax of its own."""
+
+    name = "jpegxl-e9"
+    description = "JPEG XL (libjxl, effort 9), lossless only: the benchmarks' reference"
+    modes: ClassVar = frozenset({Mode.LOSSLESS})
+    knob = None
+    effort: ClassVar[int] = 9
+    dicom_syntaxes = None

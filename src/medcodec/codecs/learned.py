@@ -1,9 +1,10 @@
 """medcodec's own codec: the learned models behind the common codec interface.
 
-* lossless and near-lossless: the raster-scan pixel estimator (online least squares,
-  :mod:`medcodec.models.causal`) for single slices, the interlaced pixel-estimation network
-  (:mod:`medcodec.models.pixel_estimation`) for slices coded with the previous one (and for
-  your own weights from ``medcodec train``, named by ``MEDCODEC_PEN_WEIGHTS``);
+* lossless and near-lossless: the raster-scan pixel estimator (online least squares and a
+  pixel-estimation network, :mod:`medcodec.models.causal`), alone or with the previous slice
+  of a volume; the interlaced pixel-estimation network (:mod:`medcodec.models.pixel_estimation`)
+  when ``MEDCODEC_PEN_WEIGHTS`` / ``MEDCODEC_INTER_WEIGHTS`` name your own weights from
+  ``medcodec train --model pen`` (and to decode streams written before the raster-scan model);
 * lossy: the wavelet latent with cross-attention context and hyperprior
   (:mod:`medcodec.models.wavelet_latent`); the knob is the quantiser step in stored units.
 
@@ -29,6 +30,7 @@ from medcodec.codecs.base import Codec, CodingSpec, Knob, Mode, checked_shape, u
 from medcodec.errors import CodecUnavailableError, CorruptStreamError
 from medcodec.models.zoo import (
     CAUSAL,
+    CAUSAL_INTER,
     ID_BYTES,
     PEN,
     PEN_INTER,
@@ -66,8 +68,9 @@ class LearnedCodec(Codec):
 
     @classmethod
     def supports_previous(cls, spec: CodingSpec) -> bool:
-        return spec.mode is not Mode.LOSSY and (
-            PEN_INTER.variable in os.environ or is_installed(PEN_INTER.default))
+        return spec.mode is not Mode.LOSSY and any(
+            entry.variable in os.environ or is_installed(entry.default)
+            for entry in (CAUSAL_INTER, PEN_INTER))
 
     @classmethod
     def available(cls) -> bool:
@@ -113,16 +116,15 @@ class LearnedCodec(Codec):
 
     @staticmethod
     def _lossless_entry(with_previous: bool) -> ModelEntry:
-        """The model for a lossless / near-lossless slice: the volume network with a previous
-        slice; your own pixel-estimation weights when MEDCODEC_PEN_WEIGHTS names them; else
-        the raster-scan estimator (when installed)."""
-        if with_previous:
-            return PEN_INTER
-        if PEN.variable in os.environ:
-            return PEN
-        if CAUSAL.variable in os.environ or is_installed(CAUSAL.default):
-            return CAUSAL
-        return PEN
+        """The model for a lossless / near-lossless slice: your own interlaced network when
+        MEDCODEC_PEN_WEIGHTS (MEDCODEC_INTER_WEIGHTS with a previous slice) names it, else
+        the raster-scan estimator when installed, else the shipped interlaced network."""
+        pen, causal = (PEN_INTER, CAUSAL_INTER) if with_previous else (PEN, CAUSAL)
+        if pen.variable in os.environ:
+            return pen
+        if causal.variable in os.environ or is_installed(causal.default):
+            return causal
+        return pen
 
     @staticmethod
     def _entry(data: bytes) -> tuple[ModelEntry, bytes]:
@@ -147,7 +149,8 @@ class LearnedCodec(Codec):
         if not 1 <= bits <= self.max_bits:
             raise CorruptStreamError(f"medcodec stream claims {bits} bits")
         entry, wanted = self._entry(data)
-        if (entry is PEN_INTER) != (previous is not None):
+        inter = entry in (PEN_INTER, CAUSAL_INTER)
+        if inter != (previous is not None):
             raise CorruptStreamError("medcodec stream and container disagree on whether this "
                                      "slice depends on the previous one")
         if _SHAPE.unpack_from(data, _HEAD - _SHAPE.size) != (*shape, bits):
@@ -164,7 +167,7 @@ class LearnedCodec(Codec):
         try:
             if entry.kind in (PEN.kind, CAUSAL.kind):
                 pen, _ = lossless_model(entry, name)
-                if pen.inter != (entry is PEN_INTER):
+                if pen.inter != inter:
                     raise CorruptStreamError("medcodec stream names a model of the wrong kind")
                 out = pen.decode(bytes(data[_HEAD:]), shape, bits, previous=previous)
             else:

@@ -51,13 +51,17 @@ PEN = ModelEntry(b"MCP", "pen", "MEDCODEC_PEN_WEIGHTS", "pen-3x3-v1.safetensors"
                  "pen-*.safetensors", "pen")
 PEN_INTER = ModelEntry(b"MCI", "pen", "MEDCODEC_INTER_WEIGHTS", "pen-3x3-inter-v1.safetensors",
                        "pen-*.safetensors", "pen-inter")
-#: The raster-scan pixel estimator (online least squares): lossless and near-lossless slices.
-CAUSAL = ModelEntry(b"MCL", "causal", "MEDCODEC_CAUSAL_WEIGHTS", "causal-v1.safetensors",
-                    "causal-*.safetensors", "causal")
+#: The raster-scan pixel estimator (online least squares + network): lossless and
+#: near-lossless slices, alone or with the previous slice of a volume.
+CAUSAL = ModelEntry(b"MCL", "causal", "MEDCODEC_CAUSAL_WEIGHTS", "causal-v2.safetensors",
+                    "causal-v*.safetensors", "causal")
+CAUSAL_INTER = ModelEntry(b"MCV", "causal", "MEDCODEC_CAUSAL_INTER_WEIGHTS",
+                          "causal-inter-v1.safetensors", "causal-inter-v*.safetensors",
+                          "causal-inter")
 WAVELET = ModelEntry(b"MCW", "wavelet", "MEDCODEC_LOSSY_WEIGHTS", "wavelet-v1.safetensors",
                      "wavelet-*.safetensors", "wavelet")
 ZOO: dict[bytes, ModelEntry] = {entry.tag: entry
-                                 for entry in (CAUSAL, PEN, PEN_INTER, WAVELET)}
+                                 for entry in (CAUSAL, CAUSAL_INTER, PEN, PEN_INTER, WAVELET)}
 
 
 class LosslessModel(Protocol):

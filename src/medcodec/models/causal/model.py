@@ -31,6 +31,11 @@ RADIUS = 6
 _CHOICE_MAGNITUDE = 1024
 
 _HEADER = struct.Struct("<BBHHB")  # version, radius, max error, stripe rows, stripes
+#: Version 2 then says how the table map is sent: kind (0 identity, 1 one offset, 2 one byte a
+#: bin) and the offset (signed) -- small images cannot afford 80 bytes of map.
+_MAP_HEADER = struct.Struct("<Bb")
+_MAP_IDENTITY, _MAP_OFFSET, _MAP_EXPLICIT = 0, 1, 2
+_MAX_OFFSET = 24
 #: Stream (and weights) versions: 1 without the network (energy bins), 2 with it.
 _VERSION_BINS, _VERSION_NET = 1, 2
 
@@ -91,7 +96,7 @@ class CausalEstimator:
             return symbols, bins
 
         coded = parallel_map(model, stripes)
-        table_of_bin = self.choose_tables([s for s, _ in coded], [b for _, b in coded])
+        table_of_bin, map_bytes = self.choose_map([s for s, _ in coded], [b for _, b in coded])
 
         def entropy(part: tuple[np.ndarray, np.ndarray]) -> bytes:
             start, freq, n = kernels.pairs(part[0], part[1], table_of_bin,
@@ -100,7 +105,7 @@ class CausalEstimator:
 
         segments = parallel_map(entropy, coded)
         header = _HEADER.pack(self.version, RADIUS, max_error, STRIPE_ROWS, len(stripes))
-        return header + table_of_bin.astype(np.uint8).tobytes() + join_segments(segments)
+        return header + map_bytes + join_segments(segments)
 
     def _stripe(self, prior: np.ndarray, bounds: tuple[int, int]) -> np.ndarray:
         return prior[bounds[0] : bounds[1]] if self.inter else prior
@@ -108,7 +113,7 @@ class CausalEstimator:
     def decode(self, data: bytes, shape: tuple[int, int], bits: int,
                previous: np.ndarray | None = None) -> np.ndarray:
         prior = self._previous(previous, shape)
-        if len(data) < _HEADER.size + self.map_size:
+        if len(data) < _HEADER.size:
             raise CorruptStreamError("pixel-estimation stream is truncated")
         version, radius, max_error, stripe_rows, count = _HEADER.unpack_from(data)
         if version != self.version or radius != RADIUS or stripe_rows != STRIPE_ROWS:
@@ -117,11 +122,8 @@ class CausalEstimator:
         stripes = _stripes(shape[0])
         if count != len(stripes):
             raise CorruptStreamError("pixel-estimation stream header is damaged")
-        table_of_bin = np.frombuffer(data, np.uint8, self.map_size, _HEADER.size).astype(np.int64)
-        if table_of_bin.max(initial=0) >= len(self.tables):
-            raise CorruptStreamError("pixel-estimation stream names a table it does not have")
-        segments = split_segments(data, _HEADER.size + self.map_size, count,
-                                  "pixel-estimation stream")
+        table_of_bin, start = self._read_map(data, _HEADER.size)
+        segments = split_segments(data, start, count, "pixel-estimation stream")
         top = (1 << bits) - 1
 
         def decode_stripe(item: tuple[tuple[int, int], bytes]) -> np.ndarray:
@@ -140,10 +142,51 @@ class CausalEstimator:
         parts = parallel_map(decode_stripe, list(zip(stripes, segments, strict=True)))
         return np.concatenate(parts) if parts else np.zeros(shape, np.int64)
 
+    def _read_map(self, data: bytes, pos: int) -> tuple[np.ndarray, int]:
+        """The table map and where the segments start; a clear error if it is damaged."""
+        identity = np.arange(self.map_size, dtype=np.int64)
+        if self.version == _VERSION_NET:
+            if len(data) < pos + _MAP_HEADER.size:
+                raise CorruptStreamError("pixel-estimation stream is truncated")
+            kind, offset = _MAP_HEADER.unpack_from(data, pos)
+            pos += _MAP_HEADER.size
+            if kind == _MAP_IDENTITY:
+                return identity, pos
+            if kind == _MAP_OFFSET and abs(offset) <= _MAX_OFFSET:
+                return np.clip(identity + offset, 0, len(self.tables) - 1), pos
+            if kind != _MAP_EXPLICIT:
+                raise CorruptStreamError("pixel-estimation stream header is damaged")
+        if len(data) < pos + self.map_size:
+            raise CorruptStreamError("pixel-estimation stream is truncated")
+        table_of_bin = np.frombuffer(data, np.uint8, self.map_size, pos).astype(np.int64)
+        if table_of_bin.max(initial=0) >= len(self.tables):
+            raise CorruptStreamError("pixel-estimation stream names a table it does not have")
+        return table_of_bin, pos + self.map_size
+
     # -- the encoder's second pass: tables per bin --------------------------------------
-    def choose_tables(self, symbols: list[np.ndarray], bins: list[np.ndarray]) -> np.ndarray:
-        """For each energy bin, the table that codes this image's residuals in that bin in
-        the fewest bits (exact code lengths; the map is sent, 1 byte a bin)."""
+    def choose_map(self, symbols: list[np.ndarray], bins: list[np.ndarray]
+                   ) -> tuple[np.ndarray, bytes]:
+        """The table map for this image and its bytes: one table per bin (the fewest bits for
+        the bin's residuals) or, for the network's indices, the identity or one offset when
+        that is cheaper once the map's own bytes are counted."""
+        cost = self.bin_costs(symbols, bins)
+        best = np.argmin(cost, axis=1).astype(np.int64)
+        explicit = best.astype(np.uint8).tobytes()
+        if self.version != _VERSION_NET:
+            return best, explicit
+        rows = np.arange(self.map_size)
+        options = [(float(cost[rows, best].sum()) + 8 * len(explicit), _MAP_EXPLICIT, 0)]
+        for offset in range(-_MAX_OFFSET, _MAX_OFFSET + 1):
+            mapped = np.clip(rows + offset, 0, len(self.tables) - 1)
+            options.append((float(cost[rows, mapped].sum()),
+                            _MAP_IDENTITY if offset == 0 else _MAP_OFFSET, offset))
+        _, kind, offset = min(options)
+        if kind == _MAP_EXPLICIT:
+            return best, _MAP_HEADER.pack(kind, 0) + explicit
+        return np.clip(rows + offset, 0, len(self.tables) - 1), _MAP_HEADER.pack(kind, offset)
+
+    def bin_costs(self, symbols: list[np.ndarray], bins: list[np.ndarray]) -> np.ndarray:
+        """(bins, tables): the exact bits of each bin's residuals under each table."""
         s = np.concatenate([a.ravel() for a in symbols]) if symbols else np.zeros(0, np.int64)
         b = np.concatenate([a.ravel() for a in bins]) if bins else np.zeros(0, np.int64)
         m = _CHOICE_MAGNITUDE
@@ -159,7 +202,7 @@ class CausalEstimator:
         if not inside.all():
             for bin_, value in zip(b[~inside], s[~inside], strict=True):
                 cost[bin_] += self._bits_of(int(value))
-        return np.argmin(cost, axis=1).astype(np.int64)
+        return cost
 
     @functools.cached_property
     def _cost_matrix(self) -> np.ndarray:
