@@ -40,10 +40,6 @@ GOLDEN_CASES = {
                                       "max_error": 2},
     "golden_v1_medcodec_inter.mdcx": {"codec": "medcodec", "inter_slice": 2},
     "golden_v1_medcodec_lossy.mdcx": {"codec": "medcodec", "mode": "lossy", "quality": 16.0},
-    # v2: the raster-scan estimator (online least squares) became the single-slice model
-    "golden_v2_medcodec_lossless.mdcx": {"codec": "medcodec"},
-    "golden_v2_medcodec_near2.mdcx": {"codec": "medcodec", "mode": "near-lossless",
-                                      "max_error": 2},
     # v3: the raster-scan estimator with its pixel-estimation network, alone and for volumes
     "golden_v3_medcodec_lossless.mdcx": {"codec": "medcodec"},
     "golden_v3_medcodec_near2.mdcx": {"codec": "medcodec", "mode": "near-lossless",
