@@ -232,3 +232,26 @@ def test_network_model_round_trips(net_model: CausalEstimator, max_error: int) -
     assert again.encode(image, bits) == net_model.encode(image, bits)
     with pytest.raises(CorruptStreamError):  # a stream of the other version
         CausalEstimator.build().decode(data, image.shape, bits)
+
+
+def test_compiled_falls_back_when_no_cache_can_be_written(monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    """A read-only install: numba refuses cache=True at decoration; medcodec still imports."""
+    import numba
+
+    from medcodec._jit import compiled
+
+    real = numba.njit
+
+    def picky(*args, **kwargs):
+        if kwargs.get("cache"):
+            raise RuntimeError("cannot cache function 'f': no locator available")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(numba, "njit", picky)
+
+    @compiled()
+    def twice(x: int) -> int:
+        return 2 * x
+
+    assert twice(21) == 42

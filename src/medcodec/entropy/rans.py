@@ -14,8 +14,8 @@ escape; an escaped value follows as two uniform symbols (9 + 8 bits, offset by 2
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
+from medcodec._jit import compiled
 from medcodec.entropy.tables import TOTAL, LaplaceTables
 
 #: Probability precision (TOTAL = 2**PRECISION) and the lower bound of the coder's state.
@@ -39,7 +39,7 @@ def cumulative(tables: LaplaceTables) -> np.ndarray:
     return out
 
 
-@njit(cache=True, nogil=True)
+@compiled()
 def code_symbol(symbol: int, table: int, radius: np.ndarray, offsets: np.ndarray,
                 freqs: np.ndarray, starts: np.ndarray, out_start: np.ndarray,
                 out_freq: np.ndarray, n: int) -> int:
@@ -62,7 +62,7 @@ def code_symbol(symbol: int, table: int, radius: np.ndarray, offsets: np.ndarray
     return n + 3
 
 
-@njit(cache=True, nogil=True)
+@compiled()
 def encode_pairs(out_start: np.ndarray, out_freq: np.ndarray, n: int) -> np.ndarray:
     """The bytes of the first ``n`` (start, freq) pairs, which the decoder reads in order."""
     buf = np.empty(4 * n + 8, np.uint8)
@@ -83,7 +83,7 @@ def encode_pairs(out_start: np.ndarray, out_freq: np.ndarray, n: int) -> np.ndar
     return buf[:pos][::-1].copy()
 
 
-@njit(cache=True, nogil=True, inline="always")
+@compiled(inline="always")
 def _renormalise(x: int, state: np.ndarray, data: np.ndarray) -> int:
     while x < STATE_LOW:
         p = state[1]
@@ -96,7 +96,7 @@ def _renormalise(x: int, state: np.ndarray, data: np.ndarray) -> int:
     return x
 
 
-@njit(cache=True, nogil=True)
+@compiled()
 def start_decoder(state: np.ndarray, data: np.ndarray) -> None:
     """state = [x, position, damaged flag]."""
     x = 0
@@ -107,7 +107,7 @@ def start_decoder(state: np.ndarray, data: np.ndarray) -> None:
     state[2] = 0 if data.size >= 4 and x >= STATE_LOW else 1
 
 
-@njit(cache=True, nogil=True)
+@compiled()
 def decode_symbol(table: int, state: np.ndarray, data: np.ndarray, radius: np.ndarray,
                   offsets: np.ndarray, freqs: np.ndarray, starts: np.ndarray) -> int:
     """The next symbol under ``table`` (an escape reads its value too)."""

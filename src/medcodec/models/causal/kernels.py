@@ -30,8 +30,8 @@ Pixels within 2 of the top, left or right edge use the median predictor (JPEG-LS
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
+from medcodec._jit import compiled
 from medcodec.entropy.rans import code_symbol, decode_symbol
 
 #: The 12 causal neighbours (plane, row, column offset); the first (left) is the reference.
@@ -56,7 +56,7 @@ RIDGE_SHIFT = 10
 BIAS_RESET = 256
 
 
-@njit(cache=True, nogil=True, inline="always")
+@compiled(inline="always")
 def energy_bin(e: int) -> int:
     if e < 8:
         return e
@@ -76,12 +76,12 @@ OUT_FRAC = 8
 ACT_LIMIT = float(1 << 20)
 
 
-@njit(cache=True, nogil=True, inline="always")
+@compiled(inline="always")
 def _signed_code(d: int) -> int:
     return energy_bin(d) if d >= 0 else -energy_bin(-d)
 
 
-@njit(cache=True, nogil=True)
+@compiled()
 def features_into(canvas: np.ndarray, err: np.ndarray, y: int, x: int, pf: int, p: int,
                   e: int, out: np.ndarray) -> None:
     """The network's integer inputs for (y, x) (missing neighbours repeat the nearest)."""
@@ -104,7 +104,7 @@ def features_into(canvas: np.ndarray, err: np.ndarray, y: int, x: int, pf: int, 
         out[12 + i] = _signed_code(out[i])
 
 
-@njit(cache=True, nogil=True, fastmath=True)
+@compiled(fastmath=True)
 def forward(x: np.ndarray, weights: np.ndarray, biases: np.ndarray, layout: np.ndarray,
             work: np.ndarray) -> None:
     """An ``intnet.IntMLP`` on one input, exactly as it computes: float64 holding integers,
@@ -133,7 +133,7 @@ def forward(x: np.ndarray, weights: np.ndarray, biases: np.ndarray, layout: np.n
             work[1, j] = work[0, j]
 
 
-@njit(cache=True, nogil=True, inline="always")
+@compiled(inline="always")
 def _median(a: int, b: int, c: int) -> int:
     hi = max(a, b)
     lo = min(a, b)
@@ -155,7 +155,7 @@ def make_run(neighbours: np.ndarray):
     #: Fewer window samples than this: no least-squares fit, the median predictor.
     MIN_SAMPLES = 2 * K
 
-    @njit(cache=True, nogil=True)
+    @compiled()
     def _sample(canvas: np.ndarray, previous: np.ndarray, y: int, x: int,
                 out: np.ndarray) -> None:
         """The sliding-sum entries of the pixel at (y, x) as a regression sample."""
@@ -174,7 +174,7 @@ def make_run(neighbours: np.ndarray):
         out[SUMS - 1] = 1
 
 
-    @njit(cache=True, nogil=True)
+    @compiled()
     def _fit_predict(canvas: np.ndarray, previous: np.ndarray, y: int, x: int, up: np.ndarray,
                      cur: np.ndarray,
                      a: np.ndarray, low: np.ndarray, diag: np.ndarray, z: np.ndarray,
@@ -221,7 +221,7 @@ def make_run(neighbours: np.ndarray):
             wq[i] = int(np.floor(min(max(w[i] * scale, -float(1 << 20)), float(1 << 20)) + 0.5))
         return _apply(canvas, previous, y, x, wq)
 
-    @njit(cache=True, nogil=True, inline="always")
+    @compiled(inline="always")
     def _apply(canvas: np.ndarray, previous: np.ndarray, y: int, x: int,
                wq: np.ndarray) -> int:
         """The fixed-point weights' prediction of (y, x)."""
@@ -232,7 +232,7 @@ def make_run(neighbours: np.ndarray):
         return base + ((acc + (1 << (WEIGHT_BITS - 1))) >> WEIGHT_BITS)
 
 
-    @njit(cache=True, nogil=True)
+    @compiled()
     def run(truth: np.ndarray, canvas: np.ndarray, previous: np.ndarray, top: int,
             max_error: int, radius_ls: int,
             decoding: bool, table_of_bin: np.ndarray, symbols: np.ndarray, bins: np.ndarray,
@@ -383,7 +383,7 @@ def make_run(neighbours: np.ndarray):
     return run
 
 
-@njit(cache=True, nogil=True, inline="always")
+@compiled(inline="always")
 def _at(canvas: np.ndarray, previous: np.ndarray, neighbour: np.ndarray, y: int,
         x: int) -> int:
     """A neighbour's value: in this slice (always causal by the neighbour set), or in the
@@ -398,7 +398,7 @@ RUN = make_run(NEIGHBOURS)
 RUN_INTER = make_run(NEIGHBOURS_INTER)
 
 
-@njit(cache=True, nogil=True)
+@compiled()
 def pairs(symbols: np.ndarray, bins: np.ndarray, table_of_bin: np.ndarray,
           t_radius: np.ndarray, t_offsets: np.ndarray, t_freqs: np.ndarray,
           t_starts: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
