@@ -99,3 +99,35 @@ def test_decode_in_another_process(weights, tmp_path) -> None:
     assert {s["threads"] for s in summary} == {"1", "2"}
     assert all(s["streams"] == 2 and s["failed"] == 0 for s in summary)
     assert "mismatch rate" in (out / "determinism.md").read_text()
+
+
+def test_plan_steps_fills_the_budget() -> None:
+    from medcodec.baselines.train import plan_steps
+
+    base, tune = plan_steps(25, 0.04, 4, 0.5)
+    assert (base, tune) == (18750, 6250)
+    assert (base + 3 * tune) * 0.04 == pytest.approx(25 * 60)
+    assert plan_steps(0.001, 10.0, 4, 0.5) == (1, 1)
+
+
+def test_train_with_a_wall_clock_budget(tmp_path, monkeypatch) -> None:
+    """``--minutes``: step counts fixed up front, every rung saved, the steps run logged."""
+    pytest.importorskip("compressai")
+    import csv
+
+    from medcodec.baselines import LAMBDAS, train, weight_path
+
+    rng = np.random.default_rng(0)
+    monkeypatch.setattr(train, "_slices", lambda paths, stride: [
+        rng.random((80, 80), dtype=np.float32) for _ in range(3)])
+    log = tmp_path / "train.csv"
+    summary = train.train(["unused"], tmp_path / "w", ["bmshj2018-hyperprior"], 0, 0, 1, 64,
+                          2e-3, 0, 1, 1, log, minutes=0.01)
+    s = summary["bmshj2018-hyperprior"]
+    assert s["base_steps"] >= 1 and s["tune_steps"] >= 1
+    for q in range(1, len(LAMBDAS) + 1):
+        assert weight_path("bmshj2018-hyperprior", q, tmp_path / "w").is_file()
+    with open(log) as fh:
+        rows = list(csv.DictReader(fh))
+    last = {int(r["quality"]): int(r["step"]) for r in rows}
+    assert last[len(LAMBDAS)] == s["base_steps"] and last[1] == s["tune_steps"]

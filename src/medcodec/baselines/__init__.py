@@ -27,9 +27,12 @@ ARCHS: dict[str, tuple[str, dict[str, int]]] = {
     "cheng2020-attn": ("Cheng2020Attention", {"N": 32}),
 }
 #: Rate ladder, the lambda of each quality in CompressAI's form: loss = lambda * 255**2 * MSE
-#: + bpp on [0, 1] data. 12-bit CT needs far higher fidelity than 8-bit photographs, so the
-#: ladder sits above CompressAI's 8-bit one (0.0018 .. 0.18).
-LAMBDAS: tuple[float, ...] = (0.5, 1.5, 4.5, 13.5)
+#: + bpp, MSE on [0, 1] data; steps of 3 around CompressAI's top 8-bit lambda (0.18). On 12-bit
+#: CT, at the slope of a rate-distortion curve (dD/dR = -2 ln 2 D), lambda puts the optimum at
+#: MSE = 1 / (lambda * 255**2 * 2 ln 2): 32.6-46.9 dB. The earlier ladder 0.5-13.5 (optimum
+#: 46.5-60.9 dB) asked for more than these small CPU-trained models reach (about 40 dB), and
+#: its rungs ended at one rate (docs/PAPER.md, section 2).
+LAMBDAS: tuple[float, ...] = (0.02, 0.06, 0.18, 0.54)
 ENV = "MEDCODEC_BASELINES"
 
 
