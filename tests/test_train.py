@@ -73,3 +73,22 @@ def test_wavelet_train_smoke(tmp_path: Path, capsys) -> None:
     image = smooth_image((40, 33), 12).astype(np.int64)
     decoded = model.decode(model.encode(image, 12, 8.0), image.shape, 12)
     assert np.abs(decoded - image).mean() < 20
+
+
+def test_transform_train_smoke(tmp_path: Path, capsys) -> None:
+    from medcodec.models.transform.model import TransformModel
+    from medcodec.weights import load
+
+    train, val = _folders(tmp_path)
+    out = tmp_path / "tf.safetensors"
+    assert main(["train", "--model", "transform", "--data", str(train), "--val", str(val),
+                 "--modality", "any", "--steps", "6", "--threads", "1", "--out", str(out),
+                 "-q"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert len(report["validation"]["bpp"]) == 3
+    model = TransformModel.from_arrays(load(str(out))[0])
+    assert model.cal is not None
+    image = smooth_image((40, 33), 12).astype(np.int64)
+    decoded = model.decode(model.encode(image, 12, 8.0), image.shape, 12)
+    assert decoded.shape == image.shape
+    assert np.abs(decoded - image).mean() < 200

@@ -2,7 +2,9 @@
 
 ``medcodec bench`` anchors its BD-rates on JPEG 2000; this reads the same ``results.csv`` and
 anchors on each other codec in turn, over the images both codecs have (mean curves, PCHIP over
-log-rate, BENCHMARK.md), for ``psnr`` and ``psnr_soft8``.
+log-rate, BENCHMARK.md), for ``psnr``, ``psnr_soft8`` and ``ssim_db`` (SSIM as
+``-10 log10(1 - SSIM)``, so that its BD-rate integrates over a scale where equal steps mean
+equal relative changes of the remaining dissimilarity).
 """
 
 from __future__ import annotations
@@ -24,11 +26,18 @@ def _curve(rows: dict, images: Sequence[str], metric: str) -> tuple[list[float],
         found = [rows[i][setting] for i in images if setting in rows[i]]
         if len(found) == len(images):  # a point only where every image has it
             rates.append(float(np.mean([float(r["bpp"]) for r in found])))
-            values.append(float(np.mean([float(r[metric]) for r in found])))
+            values.append(float(np.mean([_value(r, metric) for r in found])))
     return rates, values
 
 
-def compare(path: str, codec: str, metrics: Sequence[str] = ("psnr", "psnr_soft8")) -> list[dict]:
+def _value(row: dict, metric: str) -> float:
+    if metric == "ssim_db":
+        return -10.0 * float(np.log10(max(1.0 - float(row["ssim"]), 1e-12)))
+    return float(row[metric])
+
+
+def compare(path: str, codec: str, metrics: Sequence[str] = ("psnr", "psnr_soft8", "ssim_db")
+            ) -> list[dict]:
     by: dict[str, dict[str, dict[str, dict]]] = collections.defaultdict(
         lambda: collections.defaultdict(dict))
     with open(path, newline="") as fh:
@@ -42,7 +51,7 @@ def compare(path: str, codec: str, metrics: Sequence[str] = ("psnr", "psnr_soft8
             try:
                 bd, (lo, hi) = bd_rate(*_curve(by[codec], images, metric),
                                        *_curve(by[other], images, metric))
-            except ValueError:
+            except (ValueError, KeyError):
                 continue
             out.append({"metric": metric, "against": other, "bd_rate_percent": bd,
                         "interval": (lo, hi), "images": len(images)})

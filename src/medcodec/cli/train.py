@@ -27,18 +27,21 @@ def add_parser(subparsers: Any, parents: Sequence[argparse.ArgumentParser] = ())
     p.add_argument("--val-fraction", type=float, default=0.15, metavar="F",
                    help="share of series held out when --val is not given (default 0.15)")
     p.add_argument("--out", required=True, metavar="FILE.safetensors")
-    p.add_argument("--model", choices=["pen", "wavelet", "causal"], default="pen",
+    p.add_argument("--model", choices=["pen", "wavelet", "causal", "transform"], default="pen",
                    help="pen: the pixel-estimation network (lossless, near-lossless); "
                         "wavelet: the learned lossy codec; causal: the raster-scan "
-                        "estimator (its tables; measured on --val)")
+                        "estimator (its tables; measured on --val); transform: the "
+                        "paper-literal lossy codec (DWT, CAL, learned analysis and synthesis, "
+                        "hyperprior)")
     p.add_argument("--inter", action="store_true",
                    help="pen, causal: train the previous-slice model (consecutive slices of a "
                         "series)")
     p.add_argument("--step-range", default="1,256", metavar="MIN,MAX",
-                   help="wavelet: quantiser steps sampled in training (default 1,256; equal "
+                   help="wavelet, transform: quantiser steps sampled in training (default "
+                        "1,256; equal "
                         "values train a fixed-rate model)")
     p.add_argument("--no-attention", action="store_true",
-                   help="wavelet model without cross-attention (ablation)")
+                   help="wavelet, transform: model without cross-attention (ablation)")
     p.add_argument("--window", choices=["3x3", "1x8"], default="3x3",
                    help="pixel-estimation window (the paper compares both; default 3x3)")
     p.add_argument("--modality", default="CT", metavar="M,...",
@@ -98,6 +101,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("no training images found")
     if args.model == "wavelet":
         return _run_wavelet(args, out, train_series, val, quiet)
+    if args.model == "transform":
+        return _run_transform(args, out, train_series, val, quiet)
     if args.model == "causal":
         return _run_causal(args, out, train_series, val)
     settings = PenSettings(window=args.window, steps=args.steps, hidden=args.hidden,
@@ -137,15 +142,42 @@ def _save(args: argparse.Namespace, out: Path, model, name: str, settings, train
     return 0
 
 
-def _run_wavelet(args: argparse.Namespace, out: Path, train_series, val, quiet: bool) -> int:
-    from medcodec.train.wavelet import WaveletSettings, evaluate, train
-
+def _step_range(args: argparse.Namespace) -> tuple[float, float]:
     try:
         step_min, step_max = (float(v) for v in args.step_range.split(","))
     except ValueError:
         raise InputError(f"--step-range: cannot read {args.step_range!r} (e.g. 1,256)") from None
     if not 0 < step_min <= step_max:
         raise InputError("--step-range needs 0 < MIN <= MAX")
+    return step_min, step_max
+
+
+def _run_transform(args: argparse.Namespace, out: Path, train_series, val, quiet: bool) -> int:
+    """Train the float twin end to end, quantise it to the integer codec, fit the filter."""
+    from medcodec.train.transform import TransformSettings, to_model, train
+    from medcodec.train.wavelet import evaluate
+
+    step_min, step_max = _step_range(args)
+    settings = TransformSettings(steps=args.steps, hidden=args.hidden,
+                                 slice_stride=args.slice_stride, seed=args.seed,
+                                 threads=args.threads, use_attention=not args.no_attention,
+                                 step_min=step_min, step_max=step_max)
+    rows: list[dict] = []
+    net = train(train_series, settings, log=(lambda m: None) if quiet else
+                (lambda m: print(m, file=sys.stderr)), log_rows=rows)
+    if args.log and rows:
+        _write_log(Path(args.log), rows)
+    model = to_model(net, settings, train_series)
+    val_slices = [s for v in val for s in v.slices]
+    figures = evaluate(model, val_slices[:: max(1, len(val_slices) // 8)]) if val_slices else {}
+    return _save(args, out, model, "DWT + CAL + learned transform + hyperprior (lossy)",
+                 settings, train_series, val, figures)
+
+
+def _run_wavelet(args: argparse.Namespace, out: Path, train_series, val, quiet: bool) -> int:
+    from medcodec.train.wavelet import WaveletSettings, evaluate, train
+
+    step_min, step_max = _step_range(args)
     settings = WaveletSettings(steps=args.steps, hidden=args.hidden,
                                slice_stride=args.slice_stride, seed=args.seed,
                                threads=args.threads, use_attention=not args.no_attention,

@@ -17,7 +17,7 @@ from medcodec.codecs.jpeg12 import Jpeg12Codec
 from medcodec.codecs.jpeg2000 import Jpeg2000Codec
 from medcodec.codecs.jpegls import JpegLsCodec
 from medcodec.codecs.jpegxl import JpegXlCodec, JpegXlEffort9Codec
-from medcodec.codecs.learned import LearnedCodec
+from medcodec.codecs.learned import LearnedCodec, TransformCodec, WaveletLatentCodec
 from medcodec.codecs.lerc import LercCodec
 from medcodec.errors import CodecUnavailableError
 
@@ -47,6 +47,8 @@ for _codec in (
     Jpeg12Codec,
     LercCodec,
     LearnedCodec,
+    WaveletLatentCodec,
+    TransformCodec,
 ):
     register(_codec)
 

@@ -5,8 +5,12 @@
   of a volume; the interlaced pixel-estimation network (:mod:`medcodec.models.pixel_estimation`)
   when ``MEDCODEC_PEN_WEIGHTS`` / ``MEDCODEC_INTER_WEIGHTS`` name your own weights from
   ``medcodec train --model pen`` (and to decode streams written before the raster-scan model);
-* lossy: the wavelet latent with cross-attention context and hyperprior
-  (:mod:`medcodec.models.wavelet_latent`); the knob is the quantiser step in stored units.
+* lossy: one of two models, the knob being the quantiser step in stored units in both: the
+  wavelet latent with cross-attention context and hyperprior
+  (:mod:`medcodec.models.wavelet_latent`), or the paper-literal codec with a learned analysis
+  and synthesis transform around the DWT (:mod:`medcodec.models.transform`).
+  ``MEDCODEC_LOSSY_MODEL`` (``wavelet`` / ``transform``) or the ``medcodec-wavelet`` /
+  ``medcodec-transform`` codec names choose; decoding follows the stream's own tag.
 
 Every stream starts with a kind tag and the first bytes of the SHA-256 of the weights that
 made it, then the image size and depth it codes. Decoding looks the weights up by that id among
@@ -32,6 +36,7 @@ from medcodec.models.zoo import (
     CAUSAL,
     CAUSAL_INTER,
     ID_BYTES,
+    LOSSY_MODELS,
     PEN,
     PEN_INTER,
     WAVELET,
@@ -47,11 +52,14 @@ from medcodec.models.zoo import (
 DEFAULT_PEN_WEIGHTS = PEN.default
 DEFAULT_INTER_WEIGHTS = PEN_INTER.default
 DEFAULT_LOSSY_WEIGHTS = WAVELET.default
+#: The lossy model ``medcodec`` uses unless MEDCODEC_LOSSY_MODEL names another.
+DEFAULT_LOSSY_MODEL = "wavelet"
 _SHAPE = struct.Struct("<IIB")  # rows, cols, bits: a stream decodes only as what it was
 _HEAD = 3 + ID_BYTES + _SHAPE.size
 
-__all__ = ["DEFAULT_INTER_WEIGHTS", "DEFAULT_LOSSY_WEIGHTS", "DEFAULT_PEN_WEIGHTS",
-           "LearnedCodec", "load_model"]
+__all__ = ["DEFAULT_INTER_WEIGHTS", "DEFAULT_LOSSY_MODEL", "DEFAULT_LOSSY_WEIGHTS",
+           "DEFAULT_PEN_WEIGHTS", "LearnedCodec", "TransformCodec", "WaveletLatentCodec",
+           "load_model"]
 
 
 class LearnedCodec(Codec):
@@ -91,11 +99,27 @@ class LearnedCodec(Codec):
                 parts.append(f"{entry.summary} missing")
         return "models: " + ", ".join(parts)
 
+    #: The lossy model this codec name always uses (None: MEDCODEC_LOSSY_MODEL or the default).
+    lossy_name: ClassVar[str | None] = None
+
+    @classmethod
+    def lossy_entry(cls) -> ModelEntry:
+        """The zoo entry of the lossy model new streams are written with."""
+        name = cls.lossy_name or os.environ.get("MEDCODEC_LOSSY_MODEL", DEFAULT_LOSSY_MODEL)
+        try:
+            return LOSSY_MODELS[name.strip().lower()]
+        except KeyError:
+            raise CodecUnavailableError(
+                f"MEDCODEC_LOSSY_MODEL={name!r}: the lossy models are "
+                f"{', '.join(sorted(LOSSY_MODELS))}") from None
+
     def check(self, bits: int, spec: CodingSpec) -> None:
         super().check(bits, spec)
-        if (spec.mode is Mode.LOSSY and WAVELET.variable not in os.environ
-                and not is_installed(WAVELET.default)):
-            raise CodecUnavailableError("the learned lossy model is not installed")
+        if spec.mode is Mode.LOSSY:
+            entry = self.lossy_entry()
+            if entry.variable not in os.environ and not is_installed(entry.default):
+                raise CodecUnavailableError(f"the learned lossy model ({entry.summary}) is "
+                                            "not installed")
 
     def encode(self, array: np.ndarray, bits: int, spec: CodingSpec,
                previous: np.ndarray | None = None) -> bytes:
@@ -106,8 +130,9 @@ class LearnedCodec(Codec):
         array = np.asarray(array, dtype=np.int64)
         max_error = spec.max_error if spec.mode is Mode.NEAR_LOSSLESS else 0
         if spec.mode is Mode.LOSSY:
-            lossy, model_id = lossy_model(WAVELET)
-            entry, body = WAVELET, lossy.encode(array, bits, self.knob_value(spec))
+            entry = self.lossy_entry()
+            lossy, model_id = lossy_model(entry)
+            body = lossy.encode(array, bits, self.knob_value(spec))
         else:
             entry = self._lossless_entry(previous is not None)
             pen, model_id = lossless_model(entry)
@@ -200,3 +225,33 @@ class LearnedCodec(Codec):
                 f"install the medcodec version that wrote it (or point {entry.variable} at "
                 "its weights)")
         return name
+
+
+class _LossyVariant(LearnedCodec):
+    """medcodec's lossy coding with one named model (for comparing the two on one bench)."""
+
+    modes: ClassVar = frozenset({Mode.LOSSY})
+    uses_previous: ClassVar[bool] = False
+
+    @classmethod
+    def supports_previous(cls, spec: CodingSpec) -> bool:
+        return False
+
+    @classmethod
+    def available(cls) -> bool:
+        entry = LOSSY_MODELS[cls.lossy_name or DEFAULT_LOSSY_MODEL]
+        return LearnedCodec.available() and (entry.variable in os.environ
+                                             or is_installed(entry.default))
+
+
+class WaveletLatentCodec(_LossyVariant):
+    name = "medcodec-wavelet"
+    description = "medcodec lossy: wavelet latent + cross-attention context + hyperprior"
+    lossy_name = "wavelet"
+
+
+class TransformCodec(_LossyVariant):
+    name = "medcodec-transform"
+    description = ("medcodec lossy: DWT + CAL + learned analysis/synthesis transform, "
+                   "hyperprior, checkerboard context, 3x3 filter")
+    lossy_name = "transform"

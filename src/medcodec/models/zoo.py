@@ -21,6 +21,7 @@ from medcodec.errors import CodecUnavailableError
 if TYPE_CHECKING:
     from medcodec.models.causal.model import CausalEstimator
     from medcodec.models.pixel_estimation import PixelEstimator
+    from medcodec.models.transform.model import TransformModel
     from medcodec.models.wavelet_latent import WaveletModel
 
 #: Bytes of the weights' SHA-256 a stream carries to name the model that made it.
@@ -60,8 +61,14 @@ CAUSAL_INTER = ModelEntry(b"MCV", "causal", "MEDCODEC_CAUSAL_INTER_WEIGHTS",
                           "causal-inter")
 WAVELET = ModelEntry(b"MCW", "wavelet", "MEDCODEC_LOSSY_WEIGHTS", "wavelet-v1.safetensors",
                      "wavelet-*.safetensors", "wavelet")
-ZOO: dict[bytes, ModelEntry] = {entry.tag: entry
-                                 for entry in (CAUSAL, CAUSAL_INTER, PEN, PEN_INTER, WAVELET)}
+#: The paper-literal lossy codec: DWT -> CAL -> learned analysis -> hyperprior latent with
+#: checkerboard context -> learned synthesis -> inverse DWT -> 3x3 filter.
+TRANSFORM = ModelEntry(b"MCT", "transform", "MEDCODEC_TRANSFORM_WEIGHTS",
+                       "transform-v1.safetensors", "transform-v*.safetensors", "transform")
+ZOO: dict[bytes, ModelEntry] = {entry.tag: entry for entry in
+                                 (CAUSAL, CAUSAL_INTER, PEN, PEN_INTER, WAVELET, TRANSFORM)}
+#: The lossy models by name (``MEDCODEC_LOSSY_MODEL``, the ``medcodec-<name>`` codecs).
+LOSSY_MODELS: dict[str, ModelEntry] = {"wavelet": WAVELET, "transform": TRANSFORM}
 
 
 class LosslessModel(Protocol):
@@ -86,20 +93,25 @@ class LossyModel(Protocol):
 
 @functools.lru_cache(maxsize=8)
 def load_model(kind: str, name: str
-               ) -> tuple[CausalEstimator | PixelEstimator | WaveletModel, bytes]:
-    """(model, stream id) of a pixel-estimation ("causal", "pen") or lossy ("wavelet")
-    weights file."""
+               ) -> tuple[CausalEstimator | PixelEstimator | WaveletModel | TransformModel,
+                          bytes]:
+    """(model, stream id) of a pixel-estimation ("causal", "pen") or lossy ("wavelet",
+    "transform") weights file."""
     arrays, digest = weights.load(name)
     try:
         if kind == "causal":
             from medcodec.models.causal.model import CausalEstimator
 
-            model: CausalEstimator | PixelEstimator | WaveletModel = (
+            model: CausalEstimator | PixelEstimator | WaveletModel | TransformModel = (
                 CausalEstimator.from_arrays(arrays))
         elif kind == "pen":
             from medcodec.models.pixel_estimation import PixelEstimator
 
             model = PixelEstimator.from_arrays(arrays)
+        elif kind == "transform":
+            from medcodec.models.transform.model import TransformModel
+
+            model = TransformModel.from_arrays(arrays)
         else:
             from medcodec.models.wavelet_latent import WaveletModel
 

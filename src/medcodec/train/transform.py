@@ -53,13 +53,16 @@ def make_pool(series: Sequence[Series], settings: TransformSettings,
               rng: np.random.Generator) -> np.ndarray:
     """(pool, 16, patch/4, patch/4) float32: the DWT subbands of random patches (stored units /
     NORM), flipped and transposed at random, from every ``slice_stride``-th slice."""
-    slices = [s for ser in series for s in ser.slices[:: settings.slice_stride]
-              if min(s.shape) >= settings.patch]
-    if not slices:
-        raise ValueError(f"no training slice is at least {settings.patch} pixels on a side")
+    every = [s for ser in series for s in ser.slices[:: settings.slice_stride]]
     p = settings.patch
-    out = np.empty((settings.pool, lay.CHANNELS, p // 4, p // 4), np.float32)
-    for k in range(settings.pool):
+    if every and not any(min(s.shape) >= p for s in every):  # small images: smaller patches
+        p = max(lay.BLOCK, max(min(s.shape) for s in every) // lay.BLOCK * lay.BLOCK)
+    slices = [s for s in every if min(s.shape) >= p]
+    if not slices:
+        raise ValueError(f"no training slice is at least {lay.BLOCK} pixels on a side")
+    count = min(settings.pool, max(64, settings.steps * settings.batch))  # short runs: fewer
+    out = np.empty((count, lay.CHANNELS, p // 4, p // 4), np.float32)
+    for k in range(count):
         img = slices[int(rng.integers(len(slices)))]
         r = int(rng.integers(img.shape[0] - p + 1))
         c = int(rng.integers(img.shape[1] - p + 1))
@@ -166,7 +169,7 @@ def forward(net, s, step, train: bool = True):
     """(bits per pixel, MSE in stored units per pixel) for a batch of subband grids ``s``."""
     import torch
 
-    n, c, h, w = s.shape
+    _, c, h, w = s.shape
     x = s + net.cal(s * lay.CAL_SCALE) / lay.CAL_SCALE if net.use_attention else s
     y = x + net.ga1(torch.relu(net.ga0(x * lay.BRANCH_SCALE))) / lay.BRANCH_SCALE
     steps = net.steps(step)
@@ -231,7 +234,7 @@ def train(series: Sequence[Series], settings: TransformSettings,
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
         opt.step()
-        running += (float(loss), float(bpp.mean()), float(mse.mean()))
+        running += (float(loss.detach()), float(bpp.detach().mean()), float(mse.detach().mean()))
         if (it + 1) % settings.log_every == 0:
             running /= settings.log_every
             row = {"step": it + 1, "loss": round(running[0], 5), "bpp": round(running[1], 5),
@@ -244,7 +247,30 @@ def train(series: Sequence[Series], settings: TransformSettings,
     return net
 
 
-def save_checkpoint(net, path: Path) -> None:
-    import torch
+def to_model(net, settings: TransformSettings, train_series: Sequence[Series]):
+    """The integer codec of a trained twin, with its 3x3 filter fitted on training slices."""
+    from medcodec.models.transform.model import TransformModel
+    from medcodec.train.wavelet import fit_filter
 
-    torch.save(net.state_dict(), path)
+    state = {k: v.detach().double().numpy() for k, v in net.state_dict().items()}
+    model = TransformModel.from_float(state, use_attention=settings.use_attention)
+    slices = [s for ser in train_series for s in ser.slices[:: settings.slice_stride]]
+    rng = np.random.default_rng(settings.seed + 1)
+    model.filter_taps = fit_filter(model, slices[:: max(1, len(slices) // 24)], rng, settings)
+    return model
+
+
+def load_twin(path: Path, settings: TransformSettings):
+    """A float twin from a safetensors state dict (``save_twin``)."""
+    from safetensors.torch import load_file
+
+    net = build_net(settings)
+    net.load_state_dict(load_file(str(path)))
+    net.eval()
+    return net
+
+
+def save_twin(net, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
