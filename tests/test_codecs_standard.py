@@ -30,6 +30,7 @@ LOSSY_LADDER: dict[str, list[float]] = {
     "jpegxl": [8, 2, 0.5],
     "avif": [20, 60, 95],
     "hevc": [40, 25, 5],
+    "vvc": [40, 28, 10],
     "jpeg12": [10, 50, 95],
     "medcodec": [64, 16, 4],
 }

@@ -19,6 +19,7 @@ from medcodec.codecs.jpegls import JpegLsCodec
 from medcodec.codecs.jpegxl import JpegXlCodec, JpegXlEffort9Codec
 from medcodec.codecs.learned import LearnedCodec, TransformCodec, WaveletLatentCodec
 from medcodec.codecs.lerc import LercCodec
+from medcodec.codecs.vvc import VvcCodec
 from medcodec.errors import CodecUnavailableError
 
 _REGISTRY: dict[str, type[Codec]] = {}
@@ -44,6 +45,7 @@ for _codec in (
     JpegXlEffort9Codec,
     AvifCodec,
     HevcCodec,
+    VvcCodec,
     Jpeg12Codec,
     LercCodec,
     LearnedCodec,
@@ -71,8 +73,10 @@ def get(name: str) -> Codec:
             f"unknown codec {name!r}; known codecs: {', '.join(names())}"
         ) from None
     if not cls.available():
+        hint = getattr(cls, "install_hint", "")
         raise CodecUnavailableError(
             f"codec {name!r} is not available: its library is missing on this install"
+            + (f"; {hint}" if hint else "")
         )
     return cls()
 
