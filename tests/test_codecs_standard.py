@@ -33,6 +33,8 @@ LOSSY_LADDER: dict[str, list[float]] = {
     "vvc": [40, 28, 10],
     "jpeg12": [10, 50, 95],
     "medcodec": [64, 16, 4],
+    "medcodec-wavelet": [64, 16, 4],
+    "medcodec-transform": [64, 16, 4],
 }
 
 

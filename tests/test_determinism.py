@@ -45,9 +45,12 @@ GOLDEN_CASES = {
     "golden_v3_medcodec_near2.mdcx": {"codec": "medcodec", "mode": "near-lossless",
                                       "max_error": 2},
     "golden_v3_medcodec_inter.mdcx": {"codec": "medcodec", "inter_slice": 2},
+    # v4: the paper-literal lossy codec (learned transform around the DWT)
+    "golden_v4_medcodec_transform.mdcx": {"codec": "medcodec-transform", "mode": "lossy",
+                                          "quality": 16.0},
 }
 #: Lossy golden streams: the SHA-256 of their decoded pixels is fixed (bit-exact forever).
-LOSSY_GOLDEN = {"golden_v1_medcodec_lossy.mdcx"}
+LOSSY_GOLDEN = {"golden_v1_medcodec_lossy.mdcx", "golden_v4_medcodec_transform.mdcx"}
 
 
 def _sha(pixels: np.ndarray) -> str:
