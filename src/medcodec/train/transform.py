@@ -257,6 +257,9 @@ def to_model(net, settings: TransformSettings, train_series: Sequence[Series]):
     slices = [s for ser in train_series for s in ser.slices[:: settings.slice_stride]]
     rng = np.random.default_rng(settings.seed + 1)
     model.filter_taps = fit_filter(model, slices[:: max(1, len(slices) // 24)], rng, settings)
+    # shipped switched off, as the wavelet model's: on validation slices the top rate band's
+    # taps (steps above 64, a wide range) smooth too much (docs/RESULTS-LEARNED.md)
+    model.use_filter = False
     return model
 
 
