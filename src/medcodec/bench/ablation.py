@@ -1,4 +1,4 @@
-"""Ablations of the learned lossy codec: ``python -m medcodec.bench.ablation INPUT... --out DIR``.
+"""Ablations of the learned lossy codecs: ``python -m medcodec.bench.ablation INPUT... --out DIR``.
 
 Each variant codes every slice at a fixed ladder of quantiser steps (real bytes, no rate
 search); JPEG 2000 codes them at a ladder of PSNR targets. Curves are means over the slices
@@ -6,7 +6,9 @@ search); JPEG 2000 codes them at a ladder of PSNR targets. Curves are means over
 shared PSNR interval. Variants: the shipped model; without RDO quantisation; with the decoder
 filter switched the other way; with 4 and 3 wavelet levels instead of 5; and any extra weights
 files given with ``--variant NAME=FILE``
-(e.g. a model trained without cross-attention, or at a single rate).
+(e.g. a model trained without cross-attention, or at a single rate). With ``--model
+transform`` the same for the paper-literal codec: the shipped model, without RDO, with the
+filter switched, and ``--variant`` files of that kind.
 """
 
 from __future__ import annotations
@@ -67,14 +69,14 @@ def _j2k(shifted: np.ndarray, bits: int, target: float) -> tuple[int, np.ndarray
     return len(data), codec.decode(data, shifted.shape, bits).astype(np.int64)
 
 
-def run(inputs: Sequence[str], out: Path, variants: dict[str, str]) -> dict:
-    from medcodec.codecs.learned import DEFAULT_LOSSY_WEIGHTS, load_model
-    from medcodec.models.wavelet_latent import WaveletModel
-    from medcodec.weights import load
+def run(inputs: Sequence[str], out: Path, variants: dict[str, str],
+        kind: str = "wavelet") -> dict:
+    from medcodec.models.zoo import LOSSY_MODELS, load_model
 
     slices = _slices(inputs)
     anchor = _curve(slices, J2K_PSNR, _j2k)
-    results = {"images": len(slices), "jpeg2000": {"bpp": anchor[0], "psnr": anchor[1]}}
+    results = {"images": len(slices), "model": kind,
+               "jpeg2000": {"bpp": anchor[0], "psnr": anchor[1]}}
 
     def measure(name: str, model) -> None:
         rates, psnrs = _curve(slices, STEPS, _model_coder(model))
@@ -87,17 +89,22 @@ def run(inputs: Sequence[str], out: Path, variants: dict[str, str]) -> dict:
         print(f"{name:28s} BD-rate vs jpeg2000 {bd:+.1f}% over {interval[0]:.1f}-"
               f"{interval[1]:.1f} dB", flush=True)
 
-    shipped, _ = load_model("wavelet", DEFAULT_LOSSY_WEIGHTS)
+    entry = LOSSY_MODELS[kind]
+    shipped, _ = load_model(entry.kind, entry.default)
     shipped = dataclasses.replace(shipped)  # a copy: the cached model stays as shipped
     measure("shipped", shipped)
-    for name, change in (("without RDO quantisation", {"rdo": 0.0}),
-                         ("3x3 filter switched on" if not shipped.use_filter
-                          else "3x3 filter switched off", {"use_filter": not shipped.use_filter}),
-                         ("4 wavelet levels", {"max_levels": 4}),
-                         ("3 wavelet levels", {"max_levels": 3})):
+    rdo = {"rdo": 0.0} if kind == "wavelet" else {"rdo_strength": 0.0}
+    changes = [("without RDO quantisation", rdo),
+               ("3x3 filter switched on" if not shipped.use_filter
+                else "3x3 filter switched off", {"use_filter": not shipped.use_filter})]
+    if kind == "wavelet":
+        changes += [("4 wavelet levels", {"max_levels": 4}),
+                    ("3 wavelet levels", {"max_levels": 3})]
+    for name, change in changes:
         measure(name, dataclasses.replace(shipped, **change))
     for name, path in variants.items():
-        measure(name, WaveletModel.from_arrays(load(path)[0]))
+        model, _ = load_model(entry.kind, path)
+        measure(name, model)
     out.mkdir(parents=True, exist_ok=True)
     (out / "ablation.json").write_text(json.dumps(results, indent=1))
     return results
@@ -108,9 +115,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("inputs", nargs="+")
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--variant", action="append", default=[], metavar="NAME=FILE")
+    parser.add_argument("--model", choices=["wavelet", "transform"], default="wavelet",
+                        help="which lossy model to ablate (default wavelet)")
     args = parser.parse_args(argv)
     variants = dict(v.split("=", 1) for v in args.variant)
-    run(args.inputs, args.out, variants)
+    run(args.inputs, args.out, variants, args.model)
     return 0
 
 

@@ -45,7 +45,7 @@ class IntCal:
         # vectorised one over the positions
         q, k, v = (np.ascontiguousarray(net(t).reshape(shape).transpose(2, 1, 3, 0))
                    for net in (self.query, self.key, self.value))
-        mixed = np.empty((n, lay.TOKENS, lay.HEADS, lay.KEY_DIM))
+        planar = np.empty((lay.TOKENS, lay.HEADS, lay.KEY_DIM, n))
         scale = 2.0 ** -(2 * ACT_BITS + 1) * SOFTMAX_STEPS  # q, k: ACT_BITS each; / sqrt(4)
 
         def head(h: int) -> None:  # the heads are independent: one per thread
@@ -58,10 +58,11 @@ class IntCal:
                 weight = _TABLE[gap.astype(np.intp)]  # (T, n)
                 total = weight.sum(axis=0)
                 for d in range(lay.KEY_DIM):
-                    mixed[:, tok, h, d] = np.floor((weight * v[h, :, d]).sum(axis=0) / total)
+                    np.floor(np.einsum("sn,sn->n", weight, v[h, :, d]) / total,
+                             out=planar[tok, h, d])
 
         parallel_map(head, range(lay.HEADS))
-        mixed = np.clip(mixed, -ACT_LIMIT, ACT_LIMIT).reshape(
+        mixed = np.clip(planar.transpose(3, 0, 1, 2), -ACT_LIMIT, ACT_LIMIT).reshape(
             n, lay.TOKENS, lay.HEADS * lay.KEY_DIM)
         out = np.concatenate([self.back[g](mixed[:, g]) for g in range(lay.TOKENS)], axis=1)
         return out.reshape(rows, cols, lay.CHANNELS)
