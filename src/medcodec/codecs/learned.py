@@ -237,6 +237,11 @@ class _LossyVariant(LearnedCodec):
     def supports_previous(cls, spec: CodingSpec) -> bool:
         return False
 
+    def encode(self, array: np.ndarray, bits: int, spec: CodingSpec,
+               previous: np.ndarray | None = None) -> bytes:
+        self.check(bits, spec)  # lossy only: a lossless request is an error, not a fallback
+        return super().encode(array, bits, spec, previous)
+
     @classmethod
     def available(cls) -> bool:
         entry = LOSSY_MODELS[cls.lossy_name or DEFAULT_LOSSY_MODEL]

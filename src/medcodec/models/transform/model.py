@@ -73,7 +73,7 @@ class TransformModel:
     tables: LaplaceTables = field(default_factory=build_tables)
     use_filter: bool = True
     #: Encoder-side RDO quantisation strength (0: plain rounding); not part of the stream.
-    rdo_strength: float = 1.0
+    rdo_strength: float = 1.5
 
     def __post_init__(self) -> None:
         self._coder = GroupedCoder(self.tables)
