@@ -29,7 +29,12 @@ from medcodec.models.intnet import ACT_LIMIT
 from medcodec.models.transform import layout as lay
 from medcodec.models.transform.cal import IntCal
 from medcodec.models.transform.intconv import IntConv
-from medcodec.models.wavelet.synthesis import FILTER_BANDS, FILTER_ONE, apply_filter
+from medcodec.models.wavelet.synthesis import (
+    FILTER_BANDS,
+    FILTER_ONE,
+    apply_filter,
+    filter_band,
+)
 
 _VERSION = 1
 _HEADER = struct.Struct("<BhBI")  # version, step code, flags, crc32 of the integer latent
@@ -218,7 +223,8 @@ class TransformModel:
         top = (1 << bits) - 1
         pixels = np.clip(np.round(x), 0, top).astype(np.int64)
         if use_filter:
-            pixels = apply_filter(pixels, self.filter_taps[filter_band_of(code)], top)
+            band = filter_band(2.0 ** (code / STEP_UNITS))
+            pixels = apply_filter(pixels, self.filter_taps[band], top)
         return pixels
 
     def decode(self, data: bytes, shape: tuple[int, int], bits: int) -> np.ndarray:
@@ -319,10 +325,6 @@ class TransformModel:
         return cls(cal, branch("ga"), hyper_analysis, hyper_synthesis, head, context, mix,
                    branch("gs"), gains.astype(np.int64), z_tables.astype(np.int64),
                    exp_table.astype(np.int64), taps, tables, use_filter=False)
-
-
-def filter_band_of(code: int) -> int:
-    return int(np.searchsorted(FILTER_BANDS, 2.0 ** (code / STEP_UNITS)))
 
 
 def _pad(image: np.ndarray) -> np.ndarray:
