@@ -152,43 +152,46 @@ def _step_range(args: argparse.Namespace) -> tuple[float, float]:
     return step_min, step_max
 
 
+def _lossy_settings(args: argparse.Namespace) -> dict:
+    """The settings both lossy trainers take from the command line."""
+    step_min, step_max = _step_range(args)
+    return dict(steps=args.steps, hidden=args.hidden, slice_stride=args.slice_stride,
+                seed=args.seed, threads=args.threads, use_attention=not args.no_attention,
+                step_min=step_min, step_max=step_max)
+
+
+def _lossy_figures(model, val) -> dict:
+    """Real bpp and PSNR at a few steps on up to 8 validation slices (the weights' metadata)."""
+    from medcodec.train.wavelet import evaluate
+
+    val_slices = [s for v in val for s in v.slices]
+    return evaluate(model, val_slices[:: max(1, len(val_slices) // 8)]) if val_slices else {}
+
+
 def _run_transform(args: argparse.Namespace, out: Path, train_series, val, quiet: bool) -> int:
     """Train the float twin end to end, quantise it to the integer codec, fit the filter."""
     from medcodec.train.transform import TransformSettings, to_model, train
-    from medcodec.train.wavelet import evaluate
 
-    step_min, step_max = _step_range(args)
-    settings = TransformSettings(steps=args.steps, hidden=args.hidden,
-                                 slice_stride=args.slice_stride, seed=args.seed,
-                                 threads=args.threads, use_attention=not args.no_attention,
-                                 step_min=step_min, step_max=step_max)
+    settings = TransformSettings(**_lossy_settings(args))
     rows: list[dict] = []
     net = train(train_series, settings, log=(lambda m: None) if quiet else
                 (lambda m: print(m, file=sys.stderr)), log_rows=rows)
     if args.log and rows:
         _write_log(Path(args.log), rows)
     model = to_model(net, settings, train_series)
-    val_slices = [s for v in val for s in v.slices]
-    figures = evaluate(model, val_slices[:: max(1, len(val_slices) // 8)]) if val_slices else {}
     return _save(args, out, model, "DWT + CAL + learned transform + hyperprior (lossy)",
-                 settings, train_series, val, figures)
+                 settings, train_series, val, _lossy_figures(model, val))
 
 
 def _run_wavelet(args: argparse.Namespace, out: Path, train_series, val, quiet: bool) -> int:
-    from medcodec.train.wavelet import WaveletSettings, evaluate, train
+    from medcodec.train.wavelet import WaveletSettings, train
 
-    step_min, step_max = _step_range(args)
-    settings = WaveletSettings(steps=args.steps, hidden=args.hidden,
-                               slice_stride=args.slice_stride, seed=args.seed,
-                               threads=args.threads, use_attention=not args.no_attention,
-                               step_min=step_min, step_max=step_max)
+    settings = WaveletSettings(**_lossy_settings(args))
     model = train(train_series, val, settings, log_path=Path(args.log) if args.log else None,
                   progress=not quiet,
                   log=(lambda m: None) if quiet else (lambda m: print(m, file=sys.stderr)))
-    val_slices = [s for v in val for s in v.slices]
-    figures = evaluate(model, val_slices[:: max(1, len(val_slices) // 8)]) if val_slices else {}
     return _save(args, out, model, "wavelet latent + cross-attention + hyperprior (lossy)",
-                 settings, train_series, val, figures)
+                 settings, train_series, val, _lossy_figures(model, val))
 
 
 def _run_causal(args: argparse.Namespace, out: Path, train_series, val) -> int:

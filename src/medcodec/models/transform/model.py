@@ -145,7 +145,8 @@ class TransformModel:
     def encode(self, image: np.ndarray, bits: int, step: float) -> bytes:
         code = step_code(step)
         y, _ = self.analyse(image)
-        v = y / self.steps(code)
+        steps = self.steps(code)
+        v = y / steps
         y_q = np.round(v).astype(np.int64)
         h = np.clip(np.round(v * (lay.HYPER_IN * 2**ACT_BITS)), -ACT_LIMIT, ACT_LIMIT)
         for layer in self.hyper_analysis:
@@ -155,7 +156,7 @@ class TransformModel:
         segments = [self._coder.encode(z, z_index)]
         hyper = self._hyper(z.astype(np.float64))
         anchor = lay.anchor_mask(*y.shape[:2])[0, 0].astype(bool)
-        weight = self._distortion_weight(code)
+        weight = self._distortion_weight(code, steps)
         mean, index = self._anchor_params(hyper[anchor][None])
         y_q[anchor] = self._rdo(v[anchor], y_q[anchor], mean[0], index[0], weight)
         segments.append(self._coder.encode(y_q[anchor] - mean[0], index[0]))
@@ -167,12 +168,12 @@ class TransformModel:
         header = _HEADER.pack(_VERSION, code, flags, _crc(y_q))
         return header + join_segments(segments)
 
-    def _distortion_weight(self, code: int) -> np.ndarray:
+    def _distortion_weight(self, code: int, steps: np.ndarray) -> np.ndarray:
         """(16,) bits per squared quantiser unit of error in each channel: the slope
         lambda = 6 / (ln 2 * step**2) the model was trained at, times the channel's squared
         step and pixel-domain gain."""
         nominal = 2.0 ** (code / STEP_UNITS)
-        return (self.rdo_strength * 6.0 / np.log(2.0) * (self.steps(code) / nominal) ** 2
+        return (self.rdo_strength * 6.0 / np.log(2.0) * (steps / nominal) ** 2
                 * lay.channel_gains())
 
     def _rdo(self, v: np.ndarray, rounded: np.ndarray, mean: np.ndarray, index: np.ndarray,
