@@ -15,6 +15,7 @@ from medcodec.entropy.tables import LaplaceTables
 from medcodec.errors import CorruptStreamError
 from medcodec.models.causal import kernels
 from medcodec.models.causal.model import STRIPE_ROWS, CausalEstimator
+from medcodec.models.intnet import IntLayer, IntMLP
 from medcodec.models.zoo import CAUSAL, lossless_model
 
 from .conftest import random_image, smooth_image
@@ -211,12 +212,22 @@ def test_network_runs_exactly_as_intnet(net_model: CausalEstimator) -> None:
     rng = np.random.default_rng(2)
     inputs = rng.integers(-40000, 40000, (500, kernels.FEATURES))
     expected = net_model.net(inputs.astype(np.float64))
-    work = np.zeros((2, 1024))
+    hidden = net_model.net.layers[0].weight.shape[1]
+    h0, h1, h2, out = (np.zeros(n) for n in (kernels.FEATURES, hidden, hidden, 2))
     got = np.empty_like(expected)
     for row, x in enumerate(inputs):
-        kernels.forward(x, *net_model._net_args, work)
-        got[row] = work[1, :2]
+        kernels.forward(x, *net_model._net_args, h0, h1, h2, out)
+        got[row] = out
     assert np.array_equal(got, expected)
+
+
+def test_only_the_kernels_network_shape_is_accepted(net_model: CausalEstimator) -> None:
+    assert net_model.net is not None
+    first, second, last = net_model.net.layers
+    for layers in ([first, last], [first, second, second, last],
+                   [first, second, IntLayer(last.weight, last.bias, last.shift, True)]):
+        with pytest.raises(ValueError, match="does not fit"):
+            CausalEstimator.build(IntMLP(layers))
 
 
 @pytest.mark.parametrize("max_error", [0, 3])

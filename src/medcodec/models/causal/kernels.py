@@ -105,32 +105,45 @@ def features_into(canvas: np.ndarray, err: np.ndarray, y: int, x: int, pf: int, 
 
 
 @compiled(fastmath=True)
-def forward(x: np.ndarray, weights: np.ndarray, biases: np.ndarray, layout: np.ndarray,
-            work: np.ndarray) -> None:
-    """An ``intnet.IntMLP`` on one input, exactly as it computes: float64 holding integers,
-    every partial sum below 2**53 (so any order of summation, vectorised or fused, gives the
-    same integer: that is what makes fast-math safe here), floor of a power-of-two scaling,
-    clamps. ``weights`` are stored (outputs, inputs) per layer; ``layout`` rows: inputs,
-    outputs, shift, relu, weight offset, bias offset. Outputs land in ``work[1]``."""
-    n = x.size
-    for i in range(n):
-        work[0, i] = min(max(float(x[i]), -ACT_LIMIT), ACT_LIMIT)
-    src = 0
-    for layer in range(layout.shape[0]):
-        n_in, n_out, shift, relu, ow, ob = layout[layer]
-        dst = 1 - src
-        scale = 2.0 ** -shift
-        low = 0.0 if relu else -ACT_LIMIT
-        for j in range(n_out):
-            acc = 0.0
-            row = ow + j * n_in
-            for i in range(n_in):
-                acc += work[src, i] * weights[row + i]
-            work[dst, j] = min(max(np.floor((acc + biases[ob + j]) * scale), low), ACT_LIMIT)
-        src = dst
-    if src == 0:
+def forward(x: np.ndarray, w1: np.ndarray, w2: np.ndarray, w3: np.ndarray,
+            biases: np.ndarray, shifts: np.ndarray, h0: np.ndarray, h1: np.ndarray,
+            h2: np.ndarray, out: np.ndarray) -> None:
+    """The network (an ``intnet.IntMLP`` of FEATURES -> h -> h -> 2, ReLU on the hidden
+    layers) on one input, exactly as it computes: float64 holding integers, every partial
+    sum below 2**53 (so any order of summation, vectorised or fused, gives the same integer:
+    that is what makes fast-math safe here), floor of a power-of-two scaling, clamps.
+    Weights are stored (inputs, outputs), so the inner loops run over a layer's outputs
+    (SIMD lanes); ``biases`` has one row per layer."""
+    n_in, hidden = w1.shape
+    for i in range(n_in):
+        h0[i] = min(max(float(x[i]), -ACT_LIMIT), ACT_LIMIT)
+    for j in range(hidden):
+        h1[j] = biases[0, j]
+    for i in range(n_in):
+        v = h0[i]
+        for j in range(hidden):
+            h1[j] += v * w1[i, j]
+    scale = 2.0 ** -shifts[0]
+    for j in range(hidden):
+        h1[j] = min(max(np.floor(h1[j] * scale), 0.0), ACT_LIMIT)
+    for j in range(hidden):
+        h2[j] = biases[1, j]
+    for i in range(hidden):
+        v = h1[i]
+        for j in range(hidden):
+            h2[j] += v * w2[i, j]
+    scale = 2.0 ** -shifts[1]
+    for j in range(hidden):
+        h2[j] = min(max(np.floor(h2[j] * scale), 0.0), ACT_LIMIT)
+    for j in range(2):
+        out[j] = biases[2, j]
+    for i in range(hidden):
+        v = h2[i]
         for j in range(2):
-            work[1, j] = work[0, j]
+            out[j] += v * w3[i, j]
+    scale = 2.0 ** -shifts[2]
+    for j in range(2):
+        out[j] = min(max(np.floor(out[j] * scale), -ACT_LIMIT), ACT_LIMIT)
 
 
 @compiled(inline="always")
@@ -149,6 +162,11 @@ def make_run(neighbours: np.ndarray):
     which keeps the inner loops tight): ``RUN`` for single slices, ``RUN_INTER`` with the
     previous slice."""
     K = neighbours.shape[0] - 1
+    # the offsets as separate flat arrays: indexing a row of ``neighbours`` per use made a
+    # view each time (10x slower)
+    PLANE = np.ascontiguousarray(neighbours[1:, 0])
+    DY = np.ascontiguousarray(neighbours[1:, 1])
+    DX = np.ascontiguousarray(neighbours[1:, 2])
     _NA = K * (K + 1) // 2
     #: Sliding-sum entries per sample: the normal matrix (lower triangle), right-hand side, count.
     SUMS = _NA + K + 1
@@ -157,18 +175,19 @@ def make_run(neighbours: np.ndarray):
 
     @compiled()
     def _sample(canvas: np.ndarray, previous: np.ndarray, y: int, x: int,
-                out: np.ndarray) -> None:
-        """The sliding-sum entries of the pixel at (y, x) as a regression sample."""
+                out: np.ndarray, d: np.ndarray) -> None:
+        """The sliding-sum entries of the pixel at (y, x) as a regression sample (``d``:
+        scratch for the K differences, allocated once by the caller)."""
         base = canvas[y, x - 1]
-        d = np.empty(K, np.int64)
         for i in range(K):
-            d[i] = _at(canvas, previous, neighbours[i + 1], y, x) - base
+            d[i] = _at(canvas, previous, PLANE[i], DY[i], DX[i], y, x) - base
         t = canvas[y, x] - base
         k = 0
         for i in range(K):
+            di = d[i]
             for j in range(i + 1):
-                out[k] = d[i] * d[j]
-                k += 1
+                out[k + j] = di * d[j]
+            k += i + 1
         for i in range(K):
             out[_NA + i] = d[i] * t
         out[SUMS - 1] = 1
@@ -228,7 +247,7 @@ def make_run(neighbours: np.ndarray):
         base = canvas[y, x - 1]
         acc = 0
         for i in range(K):
-            acc += wq[i] * (_at(canvas, previous, neighbours[i + 1], y, x) - base)
+            acc += wq[i] * (_at(canvas, previous, PLANE[i], DY[i], DX[i], y, x) - base)
         return base + ((acc + (1 << (WEIGHT_BITS - 1))) >> WEIGHT_BITS)
 
 
@@ -237,17 +256,18 @@ def make_run(neighbours: np.ndarray):
             max_error: int, radius_ls: int,
             decoding: bool, table_of_bin: np.ndarray, symbols: np.ndarray, bins: np.ndarray,
             state: np.ndarray, data: np.ndarray, t_radius: np.ndarray, t_offsets: np.ndarray,
-            t_freqs: np.ndarray, t_starts: np.ndarray, net_weights: np.ndarray,
-            net_biases: np.ndarray, net_layout: np.ndarray, samples: np.ndarray) -> None:
+            t_freqs: np.ndarray, t_starts: np.ndarray, net_w1: np.ndarray, net_w2: np.ndarray,
+            net_w3: np.ndarray, net_biases: np.ndarray, net_shifts: np.ndarray,
+            samples: np.ndarray) -> None:
         """Code (``decoding`` False: from ``truth``, filling ``symbols`` and ``bins``) or decode
         (from the rANS ``state``/``data`` with the per-bin tables) one image into ``canvas``.
 
         ``canvas`` ends as the decoder's reconstruction in both cases. ``previous``: the
         previous decoded slice (same shape) for the volume kernel; unused by the other. With
-        a network (``net_layout`` has rows) a pixel's bin is the network's table index, else
-        its energy bin. ``samples`` (encoder, training): when it has rows, each pixel's
-        network inputs and its residual to the corrected prediction are written there, row
-        ``y * width + x``.
+        a network (``net_w1`` has columns; see ``forward``) a pixel's bin is the network's
+        table index, else its energy bin. ``samples`` (encoder, training): when it has rows,
+        each pixel's network inputs and its residual to the corrected prediction are written
+        there, row ``y * width + x``.
         """
         h, wd = canvas.shape
         step = 2 * max_error + 1
@@ -260,16 +280,21 @@ def make_run(neighbours: np.ndarray):
         low = np.zeros((K, K))
         diag = np.zeros(K)
         wq = np.zeros(K, np.int64)
+        diffs = np.zeros(K, np.int64)
         fitted = -1
         z = np.zeros(K)
         w = np.zeros(K)
         err = np.zeros((h, wd), np.int64)
         bias_sum = np.zeros(BINS * TEXTURES, np.int64)
         bias_count = np.zeros(BINS * TEXTURES, np.int64)
-        use_net = net_layout.shape[0] > 0
+        use_net = net_w1.shape[1] > 0
         n_tables = t_radius.size
         feats = np.zeros(FEATURES, np.int64)
-        work = np.zeros((2, 1024))
+        hidden = max(net_w1.shape[1], 1)
+        h0 = np.zeros(FEATURES)
+        h1 = np.zeros(hidden)
+        h2 = np.zeros(hidden)
+        net_out = np.zeros(2)
         half = 1 << (OUT_FRAC - 1)
         for y in range(h):
             if y >= 1:
@@ -351,10 +376,11 @@ def make_run(neighbours: np.ndarray):
                         samples[k, :FEATURES] = feats
                         samples[k, FEATURES] = truth[y, x] - pf
                 if use_net:
-                    forward(feats, net_weights, net_biases, net_layout, work)
-                    loc = min(max(pf + int(np.floor((work[1, 0] + half) * 2.0 ** -OUT_FRAC)), 0),
+                    forward(feats, net_w1, net_w2, net_w3, net_biases, net_shifts, h0, h1, h2,
+                            net_out)
+                    loc = min(max(pf + int(np.floor((net_out[0] + half) * 2.0 ** -OUT_FRAC)), 0),
                               top)
-                    coded_bin = int(min(max(np.floor((work[1, 1] + half) * 2.0 ** -OUT_FRAC), 0),
+                    coded_bin = int(min(max(np.floor((net_out[1] + half) * 2.0 ** -OUT_FRAC), 0),
                                         n_tables - 1))
                 # the residual
                 if decoding:
@@ -378,20 +404,20 @@ def make_run(neighbours: np.ndarray):
                     bias_sum[c] = s // 2 if s >= 0 else -((-s) // 2)
                     bias_count[c] = (n_c + 1) // 2
                 if interior:
-                    _sample(canvas, previous, y, x, row[x])
+                    _sample(canvas, previous, y, x, row[x], diffs)
 
     return run
 
 
 @compiled(inline="always")
-def _at(canvas: np.ndarray, previous: np.ndarray, neighbour: np.ndarray, y: int,
+def _at(canvas: np.ndarray, previous: np.ndarray, plane: int, dy: int, dx: int, y: int,
         x: int) -> int:
     """A neighbour's value: in this slice (always causal by the neighbour set), or in the
     previous one, whose every pixel is known (clamped at its edges)."""
-    if neighbour[0] == 0:
-        return canvas[y + neighbour[1], x + neighbour[2]]
+    if plane == 0:
+        return canvas[y + dy, x + dx]
     h, wd = previous.shape
-    return previous[min(max(y + neighbour[1], 0), h - 1), min(max(x + neighbour[2], 0), wd - 1)]
+    return previous[min(max(y + dy, 0), h - 1), min(max(x + dx, 0), wd - 1)]
 
 
 RUN = make_run(NEIGHBOURS)

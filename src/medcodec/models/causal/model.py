@@ -58,6 +58,8 @@ class CausalEstimator:
         self.version = _VERSION_BINS if self.net is None else _VERSION_NET
         #: Bins the per-image table map covers: energy bins, or the network's table indices.
         self.map_size = kernels.BINS if self.net is None else len(t)
+        if self.net is not None and not _fits_kernel(self.net):
+            raise ValueError("the network does not fit the raster-scan estimator")
         self._net_args = _flatten(self.net)
 
     def _kernel_tables(self) -> tuple[np.ndarray, ...]:
@@ -249,9 +251,6 @@ class CausalEstimator:
         if version not in (_VERSION_BINS, _VERSION_NET):
             raise ValueError("unknown causal model version")
         net = IntMLP.from_arrays(arrays, "causal.net.") if version == _VERSION_NET else None
-        if net is not None and (net.layers[0].weight.shape[0] != kernels.FEATURES
-                                or net.layers[-1].weight.shape[1] != 2):
-            raise ValueError("the network does not fit the raster-scan estimator")
         return cls(LaplaceTables.from_arrays(arrays, "causal.entropy."),
                    bool(int(arrays["causal.inter"][0])), net)
 
@@ -269,23 +268,29 @@ _NO_SAMPLES = np.zeros((0, kernels.FEATURES + 1), np.int64)
 _NO_PREVIOUS = np.zeros((1, 1), np.int64)
 
 
-def _flatten(net: IntMLP | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """An IntMLP as the kernel reads it: weights and biases concatenated (float64 holding
-    integers) and one layout row per layer (inputs, outputs, shift, relu, offsets)."""
+def _flatten(net: IntMLP | None) -> tuple[np.ndarray, ...]:
+    """An IntMLP as the kernel reads it (``kernels.forward``): the three layers' weights as
+    (inputs, outputs) float64 arrays holding integers, their biases (one row per layer) and
+    their shifts. No network: empty arrays."""
     if net is None:
-        return np.zeros(0), np.zeros(0), np.zeros((0, 6), np.int64)
-    weights, biases, layout = [], [], []
-    ow = ob = 0
-    for layer in net.layers:
-        n_in, n_out = layer.weight.shape
-        if n_in > 1024 or n_out > 1024:
-            raise ValueError("network layer too wide for the raster-scan estimator")
-        weights.append(np.ascontiguousarray(layer.weight.T, np.float64).ravel())
-        biases.append(np.asarray(layer.bias, np.float64))
-        layout.append((n_in, n_out, layer.shift, int(layer.relu), ow, ob))
-        ow += n_in * n_out
-        ob += n_out
-    return np.concatenate(weights), np.concatenate(biases), np.array(layout, np.int64)
+        return (np.zeros((kernels.FEATURES, 0)), np.zeros((0, 0)), np.zeros((0, 2)),
+                np.zeros((3, 2)), np.zeros(3, np.int64))
+    w1, w2, w3 = (np.ascontiguousarray(layer.weight, np.float64) for layer in net.layers)
+    biases = np.zeros((3, max(w1.shape[1], 2)))
+    for row, layer in enumerate(net.layers):
+        biases[row, : layer.bias.size] = layer.bias
+    return w1, w2, w3, biases, np.array([layer.shift for layer in net.layers], np.int64)
+
+
+def _fits_kernel(net: IntMLP) -> bool:
+    """The shape ``kernels.forward`` runs: FEATURES -> h -> h -> 2, ReLU on the hidden layers."""
+    if len(net.layers) != 3:
+        return False
+    first, second, last = net.layers
+    hidden = first.weight.shape[1]
+    return (first.weight.shape[0] == kernels.FEATURES and second.weight.shape == (hidden, hidden)
+            and last.weight.shape == (hidden, 2) and first.relu and second.relu
+            and not last.relu and 0 < hidden <= 1024)
 
 
 def _stripes(rows: int) -> list[tuple[int, int]]:
