@@ -70,3 +70,19 @@ def test_encoding_is_deterministic(tables: LaplaceTables) -> None:
     indices = rng.integers(0, len(tables), 1000)
     assert GroupedCoder(tables).encode(symbols, indices) == GroupedCoder(tables).encode(
         symbols, indices)
+
+
+def test_logistic_tables_are_rounder_at_the_peak_than_laplace() -> None:
+    laplace = LaplaceTables.build(1.0, 64.0, 4)
+    logistic = LaplaceTables.build(1.0, 64.0, 4, shape="logistic")
+    assert np.array_equal(laplace.radius, logistic.radius)
+    for k in range(4):
+        lap, log = laplace.table(k), logistic.table(k)
+        centre = laplace.radius[k]
+        assert log.sum() == TOTAL and log.min() >= 1
+        assert log[centre] == log[: 2 * centre + 1].max()
+        # same scale parameter: the logistic's peak is lower and flatter
+        assert log[centre] < lap[centre]
+        assert log[centre] - log[centre + 1] < lap[centre] - lap[centre + 1]
+    with pytest.raises(ValueError, match="unknown table shape"):
+        LaplaceTables.build(shape="gaussian")

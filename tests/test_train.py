@@ -92,3 +92,22 @@ def test_transform_train_smoke(tmp_path: Path, capsys) -> None:
     decoded = model.decode(model.encode(image, 12, 8.0), image.shape, 12)
     assert decoded.shape == image.shape
     assert np.abs(decoded - image).mean() < 200
+
+
+def test_causal_train_smoke_with_logistic_tables(tmp_path: Path, capsys) -> None:
+    from medcodec.entropy.tables import LaplaceTables
+    from medcodec.models.causal.model import CausalEstimator
+    from medcodec.weights import load
+
+    train, val = _folders(tmp_path)
+    out = tmp_path / "causal.safetensors"
+    assert main(["train", "--model", "causal", "--data", str(train), "--val", str(val),
+                 "--modality", "any", "--steps", "5", "--hidden", "8", "--threads", "1",
+                 "--distribution", "logistic", "--out", str(out), "-q"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["validation"]["lossless_bpp"] > 0
+    model = CausalEstimator.from_arrays(load(str(out))[0])
+    logistic = LaplaceTables.build(0.02, 2048.0, 80, shape="logistic")
+    assert np.array_equal(model.tables.freqs, logistic.freqs)
+    image = smooth_image((40, 33), 12).astype(np.int64)
+    assert np.array_equal(model.decode(model.encode(image, 12), image.shape, 12), image)

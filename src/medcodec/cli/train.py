@@ -42,6 +42,9 @@ def add_parser(subparsers: Any, parents: Sequence[argparse.ArgumentParser] = ())
                         "values train a fixed-rate model)")
     p.add_argument("--no-attention", action="store_true",
                    help="wavelet, transform: model without cross-attention (ablation)")
+    p.add_argument("--distribution", choices=["laplace", "logistic"], default="laplace",
+                   help="causal: shape of the coding distribution the network's scales index "
+                        "(default laplace)")
     p.add_argument("--window", choices=["3x3", "1x8"], default="3x3",
                    help="pixel-estimation window (the paper compares both; default 3x3)")
     p.add_argument("--modality", default="CT", metavar="M,...",
@@ -203,7 +206,8 @@ def _run_causal(args: argparse.Namespace, out: Path, train_series, val) -> int:
 
     settings = CausalSettings(steps=args.steps, hidden=args.hidden,
                               slice_stride=args.slice_stride, seed=args.seed,
-                              threads=args.threads, inter=args.inter)
+                              threads=args.threads, inter=args.inter,
+                              distribution=args.distribution)
     if args.steps > 0:
         rows: list[dict] = []
         model = train(train_series, settings, log_rows=rows)

@@ -20,6 +20,18 @@ TOTAL = 1 << 16
 TAIL = 14.0
 
 
+def _laplace_cdf(z: np.ndarray) -> np.ndarray:
+    return np.where(z < 0, 0.5 * np.exp(np.minimum(z, 0)), 1.0 - 0.5 * np.exp(-np.maximum(z, 0)))
+
+
+def _logistic_cdf(z: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * z))
+
+
+#: Distribution shapes a table set can be built for (the CDF of the unit-scale shape).
+SHAPES = {"laplace": _laplace_cdf, "logistic": _logistic_cdf}
+
+
 @dataclass(frozen=True)
 class LaplaceTables:
     """``K`` tables; table ``k`` covers symbols ``-radius[k] .. radius[k]`` plus an escape."""
@@ -31,14 +43,19 @@ class LaplaceTables:
 
     @classmethod
     def build(cls, min_scale: float = 0.08, max_scale: float = 2048.0, count: int = 96,
-              max_radius: int = 1 << 15) -> LaplaceTables:
-        """Tables for log-spaced scales (the Laplace ``b`` parameter) of zero-mean symbols."""
+              max_radius: int = 1 << 15, shape: str = "laplace") -> LaplaceTables:
+        """Tables for log-spaced scales of zero-mean symbols: the Laplace ``b`` parameter, or
+        with ``shape="logistic"`` the logistic ``s`` (the same exponential tail, a rounder
+        peak: CT noise residuals fit it better). The decoder reads only the stored integer
+        tables, so the shape is the builder's choice alone."""
+        if shape not in SHAPES:
+            raise ValueError(f"unknown table shape {shape!r} (one of {', '.join(SHAPES)})")
         scales = np.exp(np.linspace(math.log(min_scale), math.log(max_scale), count))
         radius = np.minimum(np.ceil(scales * TAIL).astype(np.int64) + 1, max_radius)
         tables = []
         for b, r in zip(scales, radius, strict=True):
             edges = np.arange(-r, r + 2, dtype=np.float64) - 0.5  # symbol k covers [k-.5, k+.5)
-            cdf = np.where(edges < 0, 0.5 * np.exp(edges / b), 1.0 - 0.5 * np.exp(-edges / b))
+            cdf = SHAPES[shape](edges / b)
             probs = np.diff(cdf)
             escape = max(cdf[0] + (1.0 - cdf[-1]), 0.0)
             tables.append(_quantise(np.append(probs, escape)))

@@ -40,6 +40,8 @@ class CausalSettings:
     seed: int = 0
     threads: int = 1
     inter: bool = False
+    #: Shape of the coding distribution (``LaplaceTables.build``): "laplace" or "logistic".
+    distribution: str = "laplace"
 
 
 def feature_scales() -> np.ndarray:
@@ -85,7 +87,7 @@ def train(series: Sequence[Series], settings: CausalSettings,
                               torch.nn.Linear(h, h), torch.nn.ReLU(), torch.nn.Linear(h, 2))
     with torch.no_grad():
         net[-1].bias[1] = INDEX_START
-    t = tables()
+    t = tables(settings.distribution)
     log_min = math.log(float(t.scales[0]))
     log_step = math.log(float(t.scales[1] / t.scales[0]))
     opt = torch.optim.Adam(net.parameters(), lr=settings.learning_rate)
@@ -95,8 +97,8 @@ def train(series: Sequence[Series], settings: CausalSettings,
     for step in range(1, settings.steps + 1):
         batch = torch.randint(0, x.shape[0], (settings.batch,), generator=generator)
         out = net(x[batch])
-        bits = laplace_bits(target[batch], out[:, 0] * LOCATION_UNIT,
-                            log_min + log_step * out[:, 1]).mean()
+        bits = code_bits(target[batch], out[:, 0] * LOCATION_UNIT,
+                         log_min + log_step * out[:, 1], settings.distribution).mean()
         opt.zero_grad()
         bits.backward()
         opt.step()
@@ -109,17 +111,20 @@ def train(series: Sequence[Series], settings: CausalSettings,
             if log_rows is not None:
                 log_rows.append({"step": step, "bits": round(mean, 5),
                                  "seconds": round(time.time() - start, 1)})
-    return CausalEstimator.build(to_intnet(net), settings.inter)
+    return CausalEstimator(t, settings.inter, to_intnet(net))
 
 
-def laplace_bits(target, location, log_scale):
-    """Code length (bits) of integer ``target`` under a discretised Laplace (torch)."""
+def code_bits(target, location, log_scale, distribution: str = "laplace"):
+    """Code length (bits) of integer ``target`` under the discretised distribution the
+    tables are built for (torch): Laplace, or logistic."""
     import torch
 
     scale = torch.exp(log_scale).clamp(min=1e-3)
 
     def cdf(v):
         z = (v - location) / scale
+        if distribution == "logistic":
+            return torch.sigmoid(z)
         return torch.where(z < 0, 0.5 * torch.exp(z.clamp(max=0)),
                            1 - 0.5 * torch.exp(-z.clamp(min=0)))
 

@@ -260,8 +260,9 @@ class CausalEstimator:
         return cls(tables(), inter, net)
 
 
-def tables() -> LaplaceTables:
-    return LaplaceTables.build(0.02, 2048.0, 80)
+def tables(shape: str = "laplace") -> LaplaceTables:
+    """The standard tables (80 scales, 0.02 to 2048) of the given distribution shape."""
+    return LaplaceTables.build(0.02, 2048.0, 80, shape=shape)
 
 
 _NO_SAMPLES = np.zeros((0, kernels.FEATURES + 1), np.int64)
