@@ -45,7 +45,7 @@ GOLDEN_CASES = {
     "golden_v3_medcodec_near2.mdcx": {"codec": "medcodec", "mode": "near-lossless",
                                       "max_error": 2},
     "golden_v3_medcodec_inter.mdcx": {"codec": "medcodec", "inter_slice": 2},
-    # v5: the raster-scan estimator's second network (causal-v3, 32 hidden units)
+    # v5: the raster-scan estimator with logistic tables and 32 hidden units (causal-v4)
     "golden_v5_medcodec_lossless.mdcx": {"codec": "medcodec"},
     "golden_v5_medcodec_near2.mdcx": {"codec": "medcodec", "mode": "near-lossless",
                                       "max_error": 2},
