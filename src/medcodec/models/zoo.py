@@ -57,7 +57,7 @@ PEN_INTER = ModelEntry(b"MCI", "pen", "MEDCODEC_INTER_WEIGHTS", "pen-3x3-inter-v
 CAUSAL = ModelEntry(b"MCL", "causal", "MEDCODEC_CAUSAL_WEIGHTS", "causal-v4.safetensors",
                     "causal-v*.safetensors", "causal")
 CAUSAL_INTER = ModelEntry(b"MCV", "causal", "MEDCODEC_CAUSAL_INTER_WEIGHTS",
-                          "causal-inter-v1.safetensors", "causal-inter-v*.safetensors",
+                          "causal-inter-v2.safetensors", "causal-inter-v*.safetensors",
                           "causal-inter")
 WAVELET = ModelEntry(b"MCW", "wavelet", "MEDCODEC_LOSSY_WEIGHTS", "wavelet-v1.safetensors",
                      "wavelet-*.safetensors", "wavelet")
