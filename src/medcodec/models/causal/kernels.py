@@ -21,7 +21,8 @@ For every pixel, in raster order:
 4. **The pixel-estimation network** (models from ``causal-v2`` on): a small integer MLP reads
    the causal 3x3 window and two more neighbours relative to the corrected prediction, the
    neighbours' past errors, the error energy and the bias, and outputs a location correction
-   and the Laplace table index; the energy bin then gives way to the network's index.
+   and the index of the model's table (Laplace or, from ``causal-v4``, logistic shape); the
+   energy bin then gives way to the network's index.
 5. The residual (quantised with step 2D + 1 for near-lossless) is coded with rANS.
 
 Pixels within 2 of the top, left or right edge use the median predictor (JPEG-LS's MED).
