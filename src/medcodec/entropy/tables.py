@@ -34,7 +34,8 @@ SHAPES = {"laplace": _laplace_cdf, "logistic": _logistic_cdf}
 
 @dataclass(frozen=True)
 class LaplaceTables:
-    """``K`` tables; table ``k`` covers symbols ``-radius[k] .. radius[k]`` plus an escape."""
+    """``K`` tables; table ``k`` covers symbols ``-radius[k] .. radius[k]`` plus an escape.
+    Laplace-shaped unless built with another ``shape`` (the name is historical)."""
 
     scales: np.ndarray  # float64 (K,), for choosing a table; never used by the decoder
     radius: np.ndarray  # int32 (K,)

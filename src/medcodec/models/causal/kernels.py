@@ -114,7 +114,8 @@ def forward(x: np.ndarray, w1: np.ndarray, w2: np.ndarray, w3: np.ndarray,
     sum below 2**53 (so any order of summation, vectorised or fused, gives the same integer:
     that is what makes fast-math safe here), floor of a power-of-two scaling, clamps.
     Weights are stored (inputs, outputs), so the inner loops run over a layer's outputs
-    (SIMD lanes); ``biases`` has one row per layer."""
+    (SIMD lanes); ``biases`` has one row per layer. The layers are written out: the same
+    loops in an inlined helper measured 9% slower."""
     n_in, hidden = w1.shape
     for i in range(n_in):
         h0[i] = min(max(float(x[i]), -ACT_LIMIT), ACT_LIMIT)

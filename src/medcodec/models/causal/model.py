@@ -60,7 +60,7 @@ class CausalEstimator:
         self.map_size = kernels.BINS if self.net is None else len(t)
         if self.net is not None and not _fits_kernel(self.net):
             raise ValueError("the network does not fit the raster-scan estimator")
-        self._net_args = _flatten(self.net)
+        self._net_args = _kernel_network(self.net)
 
     def _kernel_tables(self) -> tuple[np.ndarray, ...]:
         return (self._radius, self._offsets, self._freqs, self._starts, *self._net_args)
@@ -233,7 +233,7 @@ class CausalEstimator:
         canvas = np.zeros_like(image)
         self._run(image, canvas, prior, (1 << bits) - 1, 0, RADIUS, False, self._no_tables,
                   np.zeros_like(image), np.zeros_like(image), np.zeros(3, np.int64),
-                  np.zeros(0, np.uint8), *self._kernel_tables()[:4], *_flatten(None), out)
+                  np.zeros(0, np.uint8), *self._kernel_tables()[:4], *_kernel_network(None), out)
         return out
 
     # -- storage ----------------------------------------------------------------------
@@ -269,7 +269,7 @@ _NO_SAMPLES = np.zeros((0, kernels.FEATURES + 1), np.int64)
 _NO_PREVIOUS = np.zeros((1, 1), np.int64)
 
 
-def _flatten(net: IntMLP | None) -> tuple[np.ndarray, ...]:
+def _kernel_network(net: IntMLP | None) -> tuple[np.ndarray, ...]:
     """An IntMLP as the kernel reads it (``kernels.forward``): the three layers' weights as
     (inputs, outputs) float64 arrays holding integers, their biases (one row per layer) and
     their shifts. No network: empty arrays."""
