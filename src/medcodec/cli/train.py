@@ -45,6 +45,9 @@ def add_parser(subparsers: Any, parents: Sequence[argparse.ArgumentParser] = ())
     p.add_argument("--distribution", choices=["laplace", "logistic"], default="laplace",
                    help="causal: shape of the coding distribution the network's scales index "
                         "(default laplace)")
+    p.add_argument("--near-lossless", default="", metavar="D,...",
+                   help="causal: also train on near-lossless coding at these maximum errors "
+                        "(the network then reads D; default: lossless only)")
     p.add_argument("--window", choices=["3x3", "1x8"], default="3x3",
                    help="pixel-estimation window (the paper compares both; default 3x3)")
     p.add_argument("--modality", default="CT", metavar="M,...",
@@ -207,7 +210,8 @@ def _run_causal(args: argparse.Namespace, out: Path, train_series, val) -> int:
     settings = CausalSettings(steps=args.steps, hidden=args.hidden,
                               slice_stride=args.slice_stride, seed=args.seed,
                               threads=args.threads, inter=args.inter,
-                              distribution=args.distribution)
+                              distribution=args.distribution,
+                              max_errors=_max_errors(args.near_lossless))
     if args.steps > 0:
         rows: list[dict] = []
         model = train(train_series, settings, log_rows=rows)
@@ -215,11 +219,22 @@ def _run_causal(args: argparse.Namespace, out: Path, train_series, val) -> int:
             _write_log(Path(args.log), rows)
     else:
         model = CausalEstimator.build(inter=args.inter)
-    figures = evaluate(model, val, args.slice_stride)
+    figures = evaluate(model, val, args.slice_stride, settings.max_errors)
     name = "raster-scan pixel estimator (online least squares" + (
         " + pixel-estimation network)" if model.net is not None else ")") + (
         ", previous slice" if args.inter else "")
     return _save(args, out, model, name, settings, train_series, val, figures)
+
+
+def _max_errors(text: str) -> tuple[int, ...]:
+    """--near-lossless D,...: distinct whole numbers from 1 to 255, ascending."""
+    try:
+        values = sorted({int(v) for v in text.split(",") if v.strip()})
+    except ValueError:
+        values = [0]
+    if values and not all(1 <= v <= 255 for v in values):
+        raise InputError("--near-lossless needs whole numbers from 1 to 255, e.g. 1,2,4")
+    return tuple(values)
 
 
 def _write_log(path: Path, rows: list[dict]) -> None:

@@ -42,32 +42,44 @@ class CausalSettings:
     inter: bool = False
     #: Shape of the coding distribution (``LaplaceTables.build``): "laplace" or "logistic".
     distribution: str = "laplace"
+    #: Near-lossless maximum errors whose samples join the lossless ones (a quarter of
+    #: ``pixels_per_slice`` each); the network then also reads D. Empty: lossless only.
+    max_errors: tuple[int, ...] = ()
+
+    @property
+    def inputs(self) -> int:
+        return kernels.FEATURES + int(bool(self.max_errors))
 
 
-def feature_scales() -> np.ndarray:
+def feature_scales(inputs: int = kernels.FEATURES) -> np.ndarray:
     """Integer inputs -> float net inputs: pixel differences and errors by 1/64, log codes,
-    the energy bin and the bias by 1/16."""
-    scales = np.full(kernels.FEATURES, 1 / 16)
+    the energy bin and the bias by 1/16, the maximum error D (when an input) by 1/4."""
+    scales = np.full(inputs, 1 / 16)
     scales[:10] = 1 / 64
+    scales[kernels.FEATURES:] = 1 / 4
     return scales
 
 
 def collect(series: Sequence[Series], settings: CausalSettings,
             log: Callable[[str], None] = lambda m: None) -> np.ndarray:
     """Random pixels of every ``slice_stride``-th slice (with ``inter``: of every such slice
-    that has a previous one, read with it): (n, FEATURES + 1) int64."""
+    that has a previous one, read with it): (n, inputs + 1) int64, the lossless samples and,
+    with ``max_errors``, those of near-lossless coding at each D (D is then an input)."""
     base = CausalEstimator.build(inter=settings.inter)
     rng = np.random.default_rng(settings.seed)
+    with_d = bool(settings.max_errors)
     parts = []
     for s in series:
         items = s.pairs() if settings.inter else [(image, None) for image in s.slices]
         for image, previous in items[:: max(1, settings.slice_stride)]:
             bits = max(1, int(image.max()).bit_length())
-            samples = base.samples(image, bits, previous)
-            take = min(settings.pixels_per_slice, samples.shape[0])
-            parts.append(samples[rng.choice(samples.shape[0], take, replace=False)])
-    log(f"{len(parts)} training slices, {sum(p.shape[0] for p in parts)} pixels")
-    return np.concatenate(parts) if parts else np.zeros((0, kernels.FEATURES + 1), np.int64)
+            for d in (0, *settings.max_errors):
+                samples = base.samples(image, bits, previous, d, with_d)
+                want = settings.pixels_per_slice // (4 if d else 1)
+                take = min(want, samples.shape[0])
+                parts.append(samples[rng.choice(samples.shape[0], take, replace=False)])
+    log(f"{len(parts)} training slices and errors, {sum(p.shape[0] for p in parts)} pixels")
+    return np.concatenate(parts) if parts else np.zeros((0, settings.inputs + 1), np.int64)
 
 
 def train(series: Sequence[Series], settings: CausalSettings,
@@ -80,10 +92,13 @@ def train(series: Sequence[Series], settings: CausalSettings,
     samples = collect(series, settings, log)
     if samples.shape[0] == 0:
         raise ValueError("no training pixels")
-    x = torch.tensor(samples[:, : kernels.FEATURES] * feature_scales(), dtype=torch.float32)
-    target = torch.tensor(samples[:, kernels.FEATURES], dtype=torch.float32)
+    n = settings.inputs
+    x = torch.tensor(samples[:, :n] * feature_scales(n), dtype=torch.float32)
+    target = torch.tensor(samples[:, n], dtype=torch.float32)
+    max_error = (torch.tensor(samples[:, kernels.FEATURES], dtype=torch.float32)
+                 if settings.max_errors else None)
     h = settings.hidden
-    net = torch.nn.Sequential(torch.nn.Linear(kernels.FEATURES, h), torch.nn.ReLU(),
+    net = torch.nn.Sequential(torch.nn.Linear(n, h), torch.nn.ReLU(),
                               torch.nn.Linear(h, h), torch.nn.ReLU(), torch.nn.Linear(h, 2))
     with torch.no_grad():
         net[-1].bias[1] = INDEX_START
@@ -97,8 +112,12 @@ def train(series: Sequence[Series], settings: CausalSettings,
     for step in range(1, settings.steps + 1):
         batch = torch.randint(0, x.shape[0], (settings.batch,), generator=generator)
         out = net(x[batch])
-        bits = code_bits(target[batch], out[:, 0] * LOCATION_UNIT,
-                         log_min + log_step * out[:, 1], settings.distribution).mean()
+        location, log_scale = out[:, 0] * LOCATION_UNIT, log_min + log_step * out[:, 1]
+        if max_error is None:
+            bits = code_bits(target[batch], location, log_scale, settings.distribution).mean()
+        else:
+            bits = binned_bits(target[batch], location, log_scale, max_error[batch],
+                               settings.distribution).mean()
         opt.zero_grad()
         bits.backward()
         opt.step()
@@ -111,7 +130,7 @@ def train(series: Sequence[Series], settings: CausalSettings,
             if log_rows is not None:
                 log_rows.append({"step": step, "bits": round(mean, 5),
                                  "seconds": round(time.time() - start, 1)})
-    return CausalEstimator(t, settings.inter, to_intnet(net))
+    return CausalEstimator(t, settings.inter, to_intnet(net, n))
 
 
 def code_bits(target, location, log_scale, distribution: str = "laplace"):
@@ -132,30 +151,62 @@ def code_bits(target, location, log_scale, distribution: str = "laplace"):
     return -torch.log2(p)
 
 
-def to_intnet(net) -> IntMLP:
+def binned_bits(target, location, log_scale, max_error, distribution: str = "laplace"):
+    """Code length (bits) of the near-lossless symbol of integer ``target`` (torch): the
+    codec rounds the location to an integer, quantises the residual with step 2D + 1 and
+    codes the bin, whose probability is the distribution's mass over the bin's pixels
+    (D = 0: the lossless code length)."""
+    import torch
+
+    scale = torch.exp(log_scale).clamp(min=1e-3)
+    centre = torch.floor(location + 0.5)
+    step = 2 * max_error + 1
+    r = target - centre
+    q = torch.sign(r) * torch.floor((r.abs() + max_error) / step)
+    low = q * step - max_error + centre - 0.5
+    high = q * step + max_error + centre + 0.5
+
+    def cdf(v):
+        z = (v - location) / scale
+        if distribution == "logistic":
+            return torch.sigmoid(z)
+        return torch.where(z < 0, 0.5 * torch.exp(z.clamp(max=0)),
+                           1 - 0.5 * torch.exp(-z.clamp(min=0)))
+
+    return -torch.log2((cdf(high) - cdf(low)).clamp(min=2.0**-16))
+
+
+def to_intnet(net, inputs: int = kernels.FEATURES) -> IntMLP:
     linear = [m for m in net if hasattr(m, "weight")]
     weights = [m.weight.detach().double().numpy().T for m in linear]
     biases = [m.bias.detach().double().numpy() for m in linear]
     unit = np.array([LOCATION_UNIT, 1.0])
     weights[-1] = weights[-1] * unit
     biases[-1] = biases[-1] * unit
-    return IntMLP.from_float(weights, biases, feature_scales(), act_bits=kernels.OUT_FRAC)
+    return IntMLP.from_float(weights, biases, feature_scales(inputs), act_bits=kernels.OUT_FRAC)
 
 
-def evaluate(model: CausalEstimator, series: Sequence[Series], stride: int = 1
-             ) -> dict[str, float]:
+def evaluate(model: CausalEstimator, series: Sequence[Series], stride: int = 1,
+             max_errors: Sequence[int] = ()) -> dict:
     """Mean lossless bpp over every ``stride``-th slice of ``series`` (real bytes, checked;
-    a volume model codes each slice after the first with its previous one)."""
-    bits_total, pixels, count = 0, 0, 0
+    a volume model codes each slice after the first with its previous one), and the
+    near-lossless bpp at each of ``max_errors`` (error bound checked)."""
+    totals = {d: 0 for d in (0, *max_errors)}
+    pixels, count = 0, 0
     for s in series:
         items = s.pairs() if model.inter else [(image, None) for image in s.slices]
         for image, previous in items[:: max(1, stride)]:
             bits = max(1, int(image.max()).bit_length())
-            data = model.encode(image, bits, previous=previous)
-            back = model.decode(data, image.shape, bits, previous=previous)
-            if not np.array_equal(back, image):
-                raise AssertionError(f"{s.key}: the decoded slice differs")
-            bits_total += 8 * len(data)
+            for d in totals:
+                data = model.encode(image, bits, d, previous=previous)
+                back = model.decode(data, image.shape, bits, previous=previous)
+                if np.abs(back - image).max(initial=0) > d:
+                    raise AssertionError(f"{s.key}: the decoded slice is off by more than {d}")
+                totals[d] += 8 * len(data)
             pixels += image.size
             count += 1
-    return {"slices": count, "lossless_bpp": round(bits_total / max(pixels, 1), 4)}
+    out: dict = {"slices": count, "lossless_bpp": round(totals[0] / max(pixels, 1), 4)}
+    if max_errors:
+        out["near_lossless_bpp"] = {str(d): round(totals[d] / max(pixels, 1), 4)
+                                    for d in max_errors}
+    return out

@@ -71,6 +71,9 @@ def energy_bin(e: int) -> int:
 
 #: Network inputs: 6 window pixels and 4 past errors (raw and log-coded), energy, bias.
 FEATURES = 22
+#: Networks trained with near-lossless samples (``causal-v5`` on) also read the maximum
+#: error D as input FEATURES (the last): the kernel always writes it, a 22-input network
+#: never reads it.
 #: Fractional bits of the network's outputs (location in pixels, table index).
 OUT_FRAC = 8
 #: Activations are clamped to this magnitude (``intnet.ACT_LIMIT``).
@@ -84,8 +87,9 @@ def _signed_code(d: int) -> int:
 
 @compiled()
 def features_into(canvas: np.ndarray, err: np.ndarray, y: int, x: int, pf: int, p: int,
-                  e: int, out: np.ndarray) -> None:
-    """The network's integer inputs for (y, x) (missing neighbours repeat the nearest)."""
+                  e: int, max_error: int, out: np.ndarray) -> None:
+    """The network's integer inputs for (y, x) (missing neighbours repeat the nearest), and
+    the maximum error D after them."""
     wd = canvas.shape[1]
     wv = canvas[y, x - 1] if x >= 1 else pf
     nv = canvas[y - 1, x] if y >= 1 else wv
@@ -103,6 +107,7 @@ def features_into(canvas: np.ndarray, err: np.ndarray, y: int, x: int, pf: int, 
     out[11] = pf - p
     for i in range(10):
         out[12 + i] = _signed_code(out[i])
+    out[FEATURES] = max_error
 
 
 @compiled(fastmath=True)
@@ -291,9 +296,9 @@ def make_run(neighbours: np.ndarray):
         bias_count = np.zeros(BINS * TEXTURES, np.int64)
         use_net = net_w1.shape[1] > 0
         n_tables = t_radius.size
-        feats = np.zeros(FEATURES, np.int64)
+        feats = np.zeros(FEATURES + 1, np.int64)
         hidden = max(net_w1.shape[1], 1)
-        h0 = np.zeros(FEATURES)
+        h0 = np.zeros(FEATURES + 1)
         h1 = np.zeros(hidden)
         h2 = np.zeros(hidden)
         net_out = np.zeros(2)
@@ -372,11 +377,12 @@ def make_run(neighbours: np.ndarray):
                 loc = pf
                 coded_bin = b
                 if use_net or samples.shape[0] > 0:
-                    features_into(canvas, err, y, x, pf, p, e, feats)
+                    features_into(canvas, err, y, x, pf, p, e, max_error, feats)
                     if samples.shape[0] > 0:
                         k = y * wd + x
-                        samples[k, :FEATURES] = feats
-                        samples[k, FEATURES] = truth[y, x] - pf
+                        n_feats = samples.shape[1] - 1  # FEATURES, or + 1 with D
+                        samples[k, :n_feats] = feats[:n_feats]
+                        samples[k, n_feats] = truth[y, x] - pf
                 if use_net:
                     forward(feats, net_w1, net_w2, net_w3, net_biases, net_shifts, h0, h1, h2,
                             net_out)

@@ -222,16 +222,18 @@ class CausalEstimator:
         return np.zeros(self.map_size, np.int64)
 
     # -- training ---------------------------------------------------------------------
-    def samples(self, image: np.ndarray, bits: int, previous: np.ndarray | None = None
-                ) -> np.ndarray:
+    def samples(self, image: np.ndarray, bits: int, previous: np.ndarray | None = None,
+                max_error: int = 0, with_error_input: bool = False) -> np.ndarray:
         """(pixels, FEATURES + 1): every pixel's network inputs and its residual to the
-        bias-corrected least-squares prediction, in raster order (lossless coding; one
-        stripe: the whole image)."""
+        bias-corrected least-squares prediction, in raster order (one stripe: the whole
+        image), coding with maximum error ``max_error`` (the inputs then come from the
+        reconstruction); ``with_error_input`` adds D as input FEATURES."""
         image = np.ascontiguousarray(image, dtype=np.int64)
         prior = self._previous(previous, image.shape)
-        out = np.zeros((image.size, kernels.FEATURES + 1), np.int64)
+        out = np.zeros((image.size, kernels.FEATURES + 1 + int(with_error_input)), np.int64)
         canvas = np.zeros_like(image)
-        self._run(image, canvas, prior, (1 << bits) - 1, 0, RADIUS, False, self._no_tables,
+        self._run(image, canvas, prior, (1 << bits) - 1, max_error, RADIUS, False,
+                  self._no_tables,
                   np.zeros_like(image), np.zeros_like(image), np.zeros(3, np.int64),
                   np.zeros(0, np.uint8), *self._kernel_tables()[:4], *_kernel_network(None), out)
         return out
@@ -284,12 +286,14 @@ def _kernel_network(net: IntMLP | None) -> tuple[np.ndarray, ...]:
 
 
 def _fits_kernel(net: IntMLP) -> bool:
-    """The shape ``kernels.forward`` runs: FEATURES -> h -> h -> 2, ReLU on the hidden layers."""
+    """The shape ``kernels.forward`` runs: FEATURES (+ 1 with D) -> h -> h -> 2, ReLU on the
+    hidden layers."""
     if len(net.layers) != 3:
         return False
     first, second, last = net.layers
     hidden = first.weight.shape[1]
-    return (first.weight.shape[0] == kernels.FEATURES and second.weight.shape == (hidden, hidden)
+    return (first.weight.shape[0] in (kernels.FEATURES, kernels.FEATURES + 1)
+            and second.weight.shape == (hidden, hidden)
             and last.weight.shape == (hidden, 2) and first.relu and second.relu
             and not last.relu and 0 < hidden <= 1024)
 
