@@ -111,3 +111,36 @@ def test_causal_train_smoke_with_logistic_tables(tmp_path: Path, capsys) -> None
     assert np.array_equal(model.tables.freqs, logistic.freqs)
     image = smooth_image((40, 33), 12).astype(np.int64)
     assert np.array_equal(model.decode(model.encode(image, 12), image.shape, 12), image)
+
+
+def test_causal_train_with_near_lossless_samples_reads_the_error(tmp_path: Path,
+                                                                  capsys) -> None:
+    from medcodec.models.causal import kernels
+    from medcodec.models.causal.model import CausalEstimator
+    from medcodec.weights import load
+
+    train, val = _folders(tmp_path)
+    out = tmp_path / "causal-nl.safetensors"
+    assert main(["train", "--model", "causal", "--data", str(train), "--val", str(val),
+                 "--modality", "any", "--steps", "5", "--hidden", "8", "--threads", "1",
+                 "--near-lossless", "2,1", "--out", str(out), "-q"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report["validation"]["near_lossless_bpp"]) == {"1", "2"}
+    model = CausalEstimator.from_arrays(load(str(out))[0])
+    assert model.net is not None
+    assert model.net.layers[0].weight.shape[0] == kernels.FEATURES + 1  # D is an input
+    image = smooth_image((40, 33), 12).astype(np.int64)
+    for max_error in (0, 2, 3):
+        back = model.decode(model.encode(image, 12, max_error), image.shape, 12)
+        assert np.abs(back - image).max() <= max_error
+
+
+@pytest.mark.parametrize("value", ["0", "1,x", "300"])
+def test_causal_train_refuses_a_bad_near_lossless_list(tmp_path: Path, value: str,
+                                                       capsys) -> None:
+    train, val = _folders(tmp_path)
+    assert main(["train", "--model", "causal", "--data", str(train), "--val", str(val),
+                 "--modality", "any", "--steps", "1", "--near-lossless", value,
+                 "--out", str(tmp_path / "x.safetensors"), "-q"]) != 0
+    assert "--near-lossless" in capsys.readouterr().err
+    assert not (tmp_path / "x.safetensors").exists()
