@@ -50,6 +50,10 @@ GOLDEN_CASES = {
     "golden_v5_medcodec_near2.mdcx": {"codec": "medcodec", "mode": "near-lossless",
                                       "max_error": 2},
     "golden_v5_medcodec_inter.mdcx": {"codec": "medcodec", "inter_slice": 2},
+    # v6: the raster-scan network that also reads D (causal-v5, near-lossless samples)
+    "golden_v6_medcodec_lossless.mdcx": {"codec": "medcodec"},
+    "golden_v6_medcodec_near2.mdcx": {"codec": "medcodec", "mode": "near-lossless",
+                                      "max_error": 2},
     # v4: the paper-literal lossy codec (learned transform around the DWT)
     "golden_v4_medcodec_transform.mdcx": {"codec": "medcodec-transform", "mode": "lossy",
                                           "quality": 16.0},

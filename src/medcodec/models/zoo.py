@@ -54,7 +54,7 @@ PEN_INTER = ModelEntry(b"MCI", "pen", "MEDCODEC_INTER_WEIGHTS", "pen-3x3-inter-v
                        "pen-*.safetensors", "pen-inter")
 #: The raster-scan pixel estimator (online least squares + network): lossless and
 #: near-lossless slices, alone or with the previous slice of a volume.
-CAUSAL = ModelEntry(b"MCL", "causal", "MEDCODEC_CAUSAL_WEIGHTS", "causal-v4.safetensors",
+CAUSAL = ModelEntry(b"MCL", "causal", "MEDCODEC_CAUSAL_WEIGHTS", "causal-v5.safetensors",
                     "causal-v*.safetensors", "causal")
 CAUSAL_INTER = ModelEntry(b"MCV", "causal", "MEDCODEC_CAUSAL_INTER_WEIGHTS",
                           "causal-inter-v2.safetensors", "causal-inter-v*.safetensors",
