@@ -139,16 +139,20 @@ def code_bits(target, location, log_scale, distribution: str = "laplace"):
     import torch
 
     scale = torch.exp(log_scale).clamp(min=1e-3)
-
-    def cdf(v):
-        z = (v - location) / scale
-        if distribution == "logistic":
-            return torch.sigmoid(z)
-        return torch.where(z < 0, 0.5 * torch.exp(z.clamp(max=0)),
-                           1 - 0.5 * torch.exp(-z.clamp(min=0)))
-
-    p = (cdf(target + 0.5) - cdf(target - 0.5)).clamp(min=2.0**-16)
+    p = (_cdf(target + 0.5, location, scale, distribution)
+         - _cdf(target - 0.5, location, scale, distribution)).clamp(min=2.0**-16)
     return -torch.log2(p)
+
+
+def _cdf(v, location, scale, distribution: str):
+    """The distribution's CDF at ``v`` (torch): Laplace, or logistic."""
+    import torch
+
+    z = (v - location) / scale
+    if distribution == "logistic":
+        return torch.sigmoid(z)
+    return torch.where(z < 0, 0.5 * torch.exp(z.clamp(max=0)),
+                       1 - 0.5 * torch.exp(-z.clamp(min=0)))
 
 
 def binned_bits(target, location, log_scale, max_error, distribution: str = "laplace"):
@@ -165,15 +169,9 @@ def binned_bits(target, location, log_scale, max_error, distribution: str = "lap
     q = torch.sign(r) * torch.floor((r.abs() + max_error) / step)
     low = q * step - max_error + centre - 0.5
     high = q * step + max_error + centre + 0.5
-
-    def cdf(v):
-        z = (v - location) / scale
-        if distribution == "logistic":
-            return torch.sigmoid(z)
-        return torch.where(z < 0, 0.5 * torch.exp(z.clamp(max=0)),
-                           1 - 0.5 * torch.exp(-z.clamp(min=0)))
-
-    return -torch.log2((cdf(high) - cdf(low)).clamp(min=2.0**-16))
+    p = (_cdf(high, location, scale, distribution)
+         - _cdf(low, location, scale, distribution)).clamp(min=2.0**-16)
+    return -torch.log2(p)
 
 
 def to_intnet(net, inputs: int = kernels.FEATURES) -> IntMLP:
