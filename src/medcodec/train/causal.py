@@ -113,7 +113,7 @@ def train(series: Sequence[Series], settings: CausalSettings,
         batch = torch.randint(0, x.shape[0], (settings.batch,), generator=generator)
         out = net(x[batch])
         location, log_scale = out[:, 0] * LOCATION_UNIT, log_min + log_step * out[:, 1]
-        if max_error is None:
+        if max_error is None:  # lossless only: the plain code length (what v4 trained on)
             bits = code_bits(target[batch], location, log_scale, settings.distribution).mean()
         else:
             bits = binned_bits(target[batch], location, log_scale, max_error[batch],

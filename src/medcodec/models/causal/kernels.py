@@ -70,10 +70,10 @@ def energy_bin(e: int) -> int:
 
 
 #: Network inputs: 6 window pixels and 4 past errors (raw and log-coded), energy, bias.
-FEATURES = 22
 #: Networks trained with near-lossless samples (``causal-v5`` on) also read the maximum
-#: error D as input FEATURES (the last): the kernel always writes it, a 22-input network
-#: never reads it.
+#: error D as input number FEATURES (the last): the kernel always writes it, a 22-input
+#: network never reads it.
+FEATURES = 22
 #: Fractional bits of the network's outputs (location in pixels, table index).
 OUT_FRAC = 8
 #: Activations are clamped to this magnitude (``intnet.ACT_LIMIT``).
@@ -302,6 +302,7 @@ def make_run(neighbours: np.ndarray):
         h1 = np.zeros(hidden)
         h2 = np.zeros(hidden)
         net_out = np.zeros(2)
+        n_feats = samples.shape[1] - 1  # sample columns: FEATURES (+ 1 with D), residual
         half = 1 << (OUT_FRAC - 1)
         for y in range(h):
             if y >= 1:
@@ -380,7 +381,6 @@ def make_run(neighbours: np.ndarray):
                     features_into(canvas, err, y, x, pf, p, e, max_error, feats)
                     if samples.shape[0] > 0:
                         k = y * wd + x
-                        n_feats = samples.shape[1] - 1  # FEATURES, or + 1 with D
                         samples[k, :n_feats] = feats[:n_feats]
                         samples[k, n_feats] = truth[y, x] - pf
                 if use_net:
