@@ -162,31 +162,62 @@ def test_small_images_send_a_small_map(model: CausalEstimator) -> None:
     assert len(data) < 9 + 4 + image.size * 2
 
 
-def test_rans_roundtrip_with_escapes() -> None:
-    tables = LaplaceTables.build(0.5, 64.0, 12)
+def _rans_roundtrip(symbols: np.ndarray, table: np.ndarray, low: np.ndarray,
+                    high: np.ndarray, tables: LaplaceTables) -> bytes:
+    """Code and decode ``symbols`` (bounded by ``low .. high``); the bytes."""
     radius = tables.radius.astype(np.int64)
     offsets = tables.offsets.astype(np.int64)
     freqs = tables.freqs.astype(np.int64)
     starts = rans.cumulative(tables)
+    pair_start = np.empty(3 * symbols.size, np.int64)
+    pair_freq = np.empty(3 * symbols.size, np.int64)
+    n = 0
+    for s, t, lo, hi in zip(symbols, table, low, high, strict=True):
+        n = rans.code_symbol(int(s), int(t), int(lo), int(hi), radius, offsets, freqs, starts,
+                             pair_start, pair_freq, n)
+    data = rans.encode_pairs(pair_start, pair_freq, n)
+    state = np.zeros(3, np.int64)
+    rans.start_decoder(state, data)
+    back = [rans.decode_symbol(int(t), int(lo), int(hi), state, data, radius, offsets, freqs,
+                               starts) for t, lo, hi in zip(table, low, high, strict=True)]
+    assert np.array_equal(back, symbols)
+    assert rans.finished_cleanly(state, data)
+    return data.tobytes()
+
+
+def test_rans_roundtrip_with_escapes() -> None:
+    tables = LaplaceTables.build(0.5, 64.0, 12)
     rng = np.random.default_rng(1)
     symbols = rng.laplace(0, 20, 5000).astype(np.int64)
     symbols[::97] = rng.integers(-rans.MAX_ESCAPED, rans.MAX_ESCAPED + 1, symbols[::97].size)
     table = rng.integers(0, len(tables), symbols.size)
-    pair_start = np.empty(3 * symbols.size, np.int64)
-    pair_freq = np.empty(3 * symbols.size, np.int64)
-    n = 0
-    for s, t in zip(symbols, table, strict=True):
-        n = rans.code_symbol(int(s), int(t), radius, offsets, freqs, starts, pair_start,
-                             pair_freq, n)
-    data = rans.encode_pairs(pair_start, pair_freq, n)
-    state = np.zeros(3, np.int64)
-    rans.start_decoder(state, data)
-    back = [rans.decode_symbol(int(t), state, data, radius, offsets, freqs, starts)
-            for t in table]
-    assert np.array_equal(back, symbols)
-    assert rans.finished_cleanly(state, data)
+    free = np.full(symbols.size, rans.UNBOUNDED)
+    data = _rans_roundtrip(symbols, table, free, free, tables)
     ideal = tables.code_lengths(symbols, table).sum() / 8
     assert len(data) < ideal * 1.01 + 16  # real bytes within 1% of the ideal code length
+
+
+def test_rans_bounded_symbols_fold_the_tails() -> None:
+    """A symbol at its lower (upper) bound is coded with the whole lower (upper) tail's mass:
+    exact round trip, including bounds inside, at and beyond the table's range and escapes,
+    and fewer bytes than unbounded coding when many symbols sit on a bound."""
+    tables = LaplaceTables.build(0.5, 64.0, 12)
+    rng = np.random.default_rng(2)
+    n = 6000
+    table = rng.integers(0, len(tables), n)
+    raw = rng.laplace(0, 6, n).astype(np.int64)
+    low = -rng.integers(0, 40, n)
+    high = rng.integers(0, 40, n)
+    high[::7] = low[::7]  # a single possible symbol
+    high[1::11] = rans.MAX_ESCAPED  # beyond every table: only the escape above
+    low[2::13] = -rans.MAX_ESCAPED
+    symbols = np.clip(raw, low, high)  # clipped, as pixels at 0 or at the top are
+    escaped = np.flatnonzero(high > 1000)[::5]
+    symbols[escaped] = rng.integers(200, 5000, escaped.size)
+    bounded = _rans_roundtrip(symbols, table, low, high, tables)
+    free = np.full(n, rans.UNBOUNDED)
+    unbounded = _rans_roundtrip(symbols, table, free, free, tables)
+    assert len(bounded) < 0.9 * len(unbounded)
 
 
 def test_energy_bins_are_monotone() -> None:

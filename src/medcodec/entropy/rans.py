@@ -9,6 +9,13 @@ in ryg_rans), in integer arithmetic only, so it decodes identically everywhere.
 
 Table ``k`` of :class:`~medcodec.entropy.tables.LaplaceTables` covers symbols ``-r .. r`` and an
 escape; an escaped value follows as two uniform symbols (9 + 8 bits, offset by 2**16).
+
+**Bounded symbols.** When both sides know that a symbol lies in ``low .. high`` (a pixel
+cannot go below 0 or above the top of its range, and its prediction is known), the table's
+mass below ``low`` is folded onto ``low`` and the mass above ``high`` onto ``high``: a
+pixel clipped at 0 (air outside the body, the padding around a scan's field of view) then
+costs what the whole lower tail is worth, not one thin slice of it. ``low``/``high`` outside
+the table's range change nothing (``UNBOUNDED`` for streams without folding).
 """
 
 from __future__ import annotations
@@ -24,6 +31,8 @@ STATE_LOW = 1 << 23
 #: Escaped values are sent as ``value + ESCAPE_OFFSET`` in 17 bits (9 + 8).
 ESCAPE_OFFSET = 1 << 16
 MAX_ESCAPED = ESCAPE_OFFSET - 1
+#: A bound no symbol reaches: coding without folding.
+UNBOUNDED = 1 << 40
 
 assert TOTAL == 1 << PRECISION
 
@@ -40,16 +49,24 @@ def cumulative(tables: LaplaceTables) -> np.ndarray:
 
 
 @compiled()
-def code_symbol(symbol: int, table: int, radius: np.ndarray, offsets: np.ndarray,
-                freqs: np.ndarray, starts: np.ndarray, out_start: np.ndarray,
-                out_freq: np.ndarray, n: int) -> int:
-    """Append the (start, freq) pairs of ``symbol`` under ``table`` at ``n``; new ``n``."""
+def code_symbol(symbol: int, table: int, low: int, high: int, radius: np.ndarray,
+                offsets: np.ndarray, freqs: np.ndarray, starts: np.ndarray,
+                out_start: np.ndarray, out_freq: np.ndarray, n: int) -> int:
+    """Append the (start, freq) pairs of ``symbol`` (known to lie in ``low .. high``) under
+    ``table`` at ``n``; new ``n``."""
     r = radius[table]
     o = offsets[table]
     if -r <= symbol <= r:
         code = symbol + r
-        out_start[n] = starts[o + code]
-        out_freq[n] = freqs[o + code]
+        start = starts[o + code]
+        freq = freqs[o + code]
+        if symbol == low:  # the lower tail folds onto the lowest possible symbol
+            freq += start
+            start = 0
+        elif symbol == high:  # the upper tail (not the escape) onto the highest
+            freq = starts[o + 2 * r + 1] - start
+        out_start[n] = start
+        out_freq[n] = freq
         return n + 1
     code = 2 * r + 1
     out_start[n] = starts[o + code]
@@ -108,21 +125,39 @@ def start_decoder(state: np.ndarray, data: np.ndarray) -> None:
 
 
 @compiled()
-def decode_symbol(table: int, state: np.ndarray, data: np.ndarray, radius: np.ndarray,
-                  offsets: np.ndarray, freqs: np.ndarray, starts: np.ndarray) -> int:
-    """The next symbol under ``table`` (an escape reads its value too)."""
+def decode_symbol(table: int, low: int, high: int, state: np.ndarray, data: np.ndarray,
+                  radius: np.ndarray, offsets: np.ndarray, freqs: np.ndarray,
+                  starts: np.ndarray) -> int:
+    """The next symbol under ``table``, known to lie in ``low .. high`` (an escape reads its
+    value too)."""
     r = radius[table]
     o = offsets[table]
     x = state[0]
     c = x & (TOTAL - 1)
-    lo, hi = 0, 2 * r + 1
-    while lo < hi:
-        mid = (lo + hi + 1) >> 1
-        if starts[o + mid] <= c:
-            lo = mid
-        else:
-            hi = mid - 1
-    x = freqs[o + lo] * (x >> PRECISION) + c - starts[o + lo]
+    lo = -1
+    start = 0
+    freq = 0
+    if -r <= low <= r:
+        end = starts[o + low + r] + freqs[o + low + r]
+        if c < end:
+            lo = low + r
+            start, freq = 0, end
+    if lo < 0 and -r <= high <= r and high != low:
+        start = starts[o + high + r]
+        if start <= c < starts[o + 2 * r + 1]:
+            lo = high + r
+            freq = starts[o + 2 * r + 1] - start
+    if lo < 0:
+        lo, hi = 0, 2 * r + 1
+        while lo < hi:
+            mid = (lo + hi + 1) >> 1
+            if starts[o + mid] <= c:
+                lo = mid
+            else:
+                hi = mid - 1
+        start = starts[o + lo]
+        freq = freqs[o + lo]
+    x = freq * (x >> PRECISION) + c - start
     x = _renormalise(x, state, data)
     if lo <= 2 * r:
         state[0] = x

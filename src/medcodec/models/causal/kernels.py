@@ -23,7 +23,10 @@ For every pixel, in raster order:
    neighbours' past errors, the error energy and the bias, and outputs a location correction
    and the index of the model's table (Laplace or, from ``causal-v4``, logistic shape); the
    energy bin then gives way to the network's index.
-5. The residual (quantised with step 2D + 1 for near-lossless) is coded with rANS.
+5. The residual (quantised with step 2D + 1 for near-lossless) is coded with rANS; from
+   stream version 3 on, with the table's tails folded onto the lowest and highest symbols
+   the pixel's range allows (``rans.code_symbol``): clipped air and padding at 0 cost what
+   the whole lower tail is worth.
 
 Pixels within 2 of the top, left or right edge use the median predictor (JPEG-LS's MED).
 """
@@ -33,7 +36,7 @@ from __future__ import annotations
 import numpy as np
 
 from medcodec._jit import compiled
-from medcodec.entropy.rans import code_symbol, decode_symbol
+from medcodec.entropy.rans import UNBOUNDED, code_symbol, decode_symbol
 
 #: The 12 causal neighbours (plane, row, column offset); the first (left) is the reference.
 #: Plane 0 is the slice being coded, plane 1 the previous decoded slice of a volume.
@@ -164,6 +167,15 @@ def _median(a: int, b: int, c: int) -> int:
     return a + b - c
 
 
+@compiled(inline="always")
+def symbol_bounds(loc: int, top: int, max_error: int) -> tuple[int, int]:
+    """The lowest and highest symbol a pixel predicted at ``loc`` (in 0 .. top) can have:
+    those of the values 0 and ``top`` (the quantiser is monotonic, so every value's symbol
+    lies between)."""
+    step = 2 * max_error + 1
+    return -((loc + max_error) // step), (top - loc + max_error) // step
+
+
 def make_run(neighbours: np.ndarray):
     """The coding loop specialised to one neighbour set (its size is a compile-time constant,
     which keeps the inner loops tight): ``RUN`` for single slices, ``RUN_INTER`` with the
@@ -261,13 +273,14 @@ def make_run(neighbours: np.ndarray):
     @compiled()
     def run(truth: np.ndarray, canvas: np.ndarray, previous: np.ndarray, top: int,
             max_error: int, radius_ls: int,
-            decoding: bool, table_of_bin: np.ndarray, symbols: np.ndarray, bins: np.ndarray,
-            state: np.ndarray, data: np.ndarray, t_radius: np.ndarray, t_offsets: np.ndarray,
+            decoding: bool, fold: bool, table_of_bin: np.ndarray, symbols: np.ndarray,
+            bins: np.ndarray, locs: np.ndarray, state: np.ndarray, data: np.ndarray, t_radius: np.ndarray, t_offsets: np.ndarray,
             t_freqs: np.ndarray, t_starts: np.ndarray, net_w1: np.ndarray, net_w2: np.ndarray,
             net_w3: np.ndarray, net_biases: np.ndarray, net_shifts: np.ndarray,
             samples: np.ndarray) -> None:
-        """Code (``decoding`` False: from ``truth``, filling ``symbols`` and ``bins``) or decode
-        (from the rANS ``state``/``data`` with the per-bin tables) one image into ``canvas``.
+        """Code (``decoding`` False: from ``truth``, filling ``symbols``, ``bins`` and the
+        predictions ``locs``) or decode (from the rANS ``state``/``data`` with the per-bin
+        tables; ``fold``: bounded symbols, see ``symbol_bounds``) one image into ``canvas``.
 
         ``canvas`` ends as the decoder's reconstruction in both cases. ``previous``: the
         previous decoded slice (same shape) for the volume kernel; unused by the other. With
@@ -392,8 +405,11 @@ def make_run(neighbours: np.ndarray):
                                         n_tables - 1))
                 # the residual
                 if decoding:
-                    q = decode_symbol(table_of_bin[coded_bin], state, data, t_radius, t_offsets,
-                                      t_freqs, t_starts)
+                    q_low, q_high = UNBOUNDED, UNBOUNDED
+                    if fold:
+                        q_low, q_high = symbol_bounds(loc, top, max_error)
+                    q = decode_symbol(table_of_bin[coded_bin], q_low, q_high, state, data,
+                                      t_radius, t_offsets, t_freqs, t_starts)
                 else:
                     r = truth[y, x] - loc
                     q = (abs(r) + max_error) // step
@@ -401,6 +417,7 @@ def make_run(neighbours: np.ndarray):
                         q = -q
                     symbols[y, x] = q
                     bins[y, x] = coded_bin
+                    locs[y, x] = loc
                 v = min(max(loc + q * step, 0), top)
                 canvas[y, x] = v
                 err[y, x] = v - p
@@ -433,17 +450,22 @@ RUN_INTER = make_run(NEIGHBOURS_INTER)
 
 
 @compiled()
-def pairs(symbols: np.ndarray, bins: np.ndarray, table_of_bin: np.ndarray,
-          t_radius: np.ndarray, t_offsets: np.ndarray, t_freqs: np.ndarray,
-          t_starts: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-    """The rANS (start, freq) pairs of every symbol in raster order."""
+def pairs(symbols: np.ndarray, bins: np.ndarray, locs: np.ndarray, table_of_bin: np.ndarray,
+          top: int, max_error: int, fold: bool, t_radius: np.ndarray, t_offsets: np.ndarray,
+          t_freqs: np.ndarray, t_starts: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """The rANS (start, freq) pairs of every symbol in raster order (``fold``: bounded by
+    its prediction ``locs``, as the decoder does)."""
     flat_s = symbols.ravel()
     flat_b = bins.ravel()
+    flat_l = locs.ravel()
     n = flat_s.size
     out_start = np.empty(3 * n, np.int64)
     out_freq = np.empty(3 * n, np.int64)
     k = 0
+    low, high = UNBOUNDED, UNBOUNDED
     for i in range(n):
-        k = code_symbol(flat_s[i], table_of_bin[flat_b[i]], t_radius, t_offsets, t_freqs,
-                        t_starts, out_start, out_freq, k)
+        if fold:
+            low, high = symbol_bounds(flat_l[i], top, max_error)
+        k = code_symbol(flat_s[i], table_of_bin[flat_b[i]], low, high, t_radius, t_offsets,
+                        t_freqs, t_starts, out_start, out_freq, k)
     return out_start, out_freq, k

@@ -2,7 +2,7 @@
 bias correction and per-image scale tables (``kernels.py``), rANS bytes, in independent
 horizontal stripes so that the cores share a slice.
 
-Stream: header, the table of every energy bin (one byte each: chosen by the encoder for this
+Stream: header (version 3: symbols bounded by the pixel range), the table of every energy bin (one byte each: chosen by the encoder for this
 image), then one rANS segment per stripe of ``STRIPE_ROWS`` rows (fixed by the format, not
 by the thread count, so the bytes never depend on it).
 """
@@ -36,8 +36,12 @@ _HEADER = struct.Struct("<BBHHB")  # version, radius, max error, stripe rows, st
 _MAP_HEADER = struct.Struct("<Bb")
 _MAP_IDENTITY, _MAP_OFFSET, _MAP_EXPLICIT = 0, 1, 2
 _MAX_OFFSET = 24
-#: Stream (and weights) versions: 1 without the network (energy bins), 2 with it.
+#: Weights (and stream) versions: 1 without the network (energy bins), 2 with it.
 _VERSION_BINS, _VERSION_NET = 1, 2
+#: Stream version 3: the network, with symbols bounded by the pixel range (the tables' tails
+#: folded onto the lowest and highest possible symbol, ``rans.code_symbol``). Encoders with a
+#: network write it; version 2 streams still decode.
+_VERSION_FOLDED = 3
 
 
 @dataclass
@@ -56,6 +60,8 @@ class CausalEstimator:
         self._freqs = t.freqs.astype(np.int64)
         self._starts = rans.cumulative(t)
         self.version = _VERSION_BINS if self.net is None else _VERSION_NET
+        #: What the encoder writes: bounded symbols whenever there is a network.
+        self.stream_version = _VERSION_FOLDED if self.net is not None else _VERSION_BINS
         #: Bins the per-image table map covers: energy bins, or the network's table indices.
         self.map_size = kernels.BINS if self.net is None else len(t)
         if self.net is not None and not _fits_kernel(self.net):
@@ -87,26 +93,29 @@ class CausalEstimator:
         top = (1 << bits) - 1
         stripes = _stripes(image.shape[0])
 
-        def model(bounds: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        fold = self.stream_version == _VERSION_FOLDED
+
+        def model(bounds: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             part = image[bounds[0] : bounds[1]]
             canvas = np.zeros_like(part)
             symbols = np.zeros_like(part)
             bins = np.zeros_like(part)
+            locs = np.zeros_like(part)
             self._run(part, canvas, self._stripe(prior, bounds), top, max_error, RADIUS, False,
-                      self._no_tables, symbols, bins, np.zeros(3, np.int64),
+                      fold, self._no_tables, symbols, bins, locs, np.zeros(3, np.int64),
                       np.zeros(0, np.uint8), *self._kernel_tables(), _NO_SAMPLES)
-            return symbols, bins
+            return symbols, bins, locs
 
         coded = parallel_map(model, stripes)
-        table_of_bin, map_bytes = self.choose_map([s for s, _ in coded], [b for _, b in coded])
+        table_of_bin, map_bytes = self.choose_map([c[0] for c in coded], [c[1] for c in coded])
 
-        def entropy(part: tuple[np.ndarray, np.ndarray]) -> bytes:
-            start, freq, n = kernels.pairs(part[0], part[1], table_of_bin,
+        def entropy(part: tuple[np.ndarray, np.ndarray, np.ndarray]) -> bytes:
+            start, freq, n = kernels.pairs(*part, table_of_bin, top, max_error, fold,
                                            *self._kernel_tables()[:4])
             return rans.encode_pairs(start, freq, n).tobytes()
 
         segments = parallel_map(entropy, coded)
-        header = _HEADER.pack(self.version, RADIUS, max_error, STRIPE_ROWS, len(stripes))
+        header = _HEADER.pack(self.stream_version, RADIUS, max_error, STRIPE_ROWS, len(stripes))
         return header + map_bytes + join_segments(segments)
 
     def _stripe(self, prior: np.ndarray, bounds: tuple[int, int]) -> np.ndarray:
@@ -118,9 +127,12 @@ class CausalEstimator:
         if len(data) < _HEADER.size:
             raise CorruptStreamError("pixel-estimation stream is truncated")
         version, radius, max_error, stripe_rows, count = _HEADER.unpack_from(data)
-        if version != self.version or radius != RADIUS or stripe_rows != STRIPE_ROWS:
+        known = (_VERSION_NET, _VERSION_FOLDED) if self.version == _VERSION_NET else (
+            _VERSION_BINS,)
+        if version not in known or radius != RADIUS or stripe_rows != STRIPE_ROWS:
             raise CorruptStreamError("pixel-estimation stream was made by another version of "
                                      "medcodec")
+        fold = version == _VERSION_FOLDED
         stripes = _stripes(shape[0])
         if count != len(stripes):
             raise CorruptStreamError("pixel-estimation stream header is damaged")
@@ -135,8 +147,8 @@ class CausalEstimator:
             state = np.zeros(3, np.int64)
             rans.start_decoder(state, payload)
             self._run(canvas, canvas, self._stripe(prior, bounds), top, max_error, RADIUS, True,
-                      table_of_bin, canvas, canvas, state, payload, *self._kernel_tables(),
-                      _NO_SAMPLES)
+                      fold, table_of_bin, canvas, canvas, canvas, state, payload,
+                      *self._kernel_tables(), _NO_SAMPLES)
             if not rans.finished_cleanly(state, payload):
                 raise CorruptStreamError("pixel-estimation stream does not decode (damaged)")
             return canvas
@@ -232,9 +244,9 @@ class CausalEstimator:
         prior = self._previous(previous, image.shape)
         out = np.zeros((image.size, kernels.FEATURES + 1 + int(with_error_input)), np.int64)
         canvas = np.zeros_like(image)
-        self._run(image, canvas, prior, (1 << bits) - 1, max_error, RADIUS, False,
-                  self._no_tables,
-                  np.zeros_like(image), np.zeros_like(image), np.zeros(3, np.int64),
+        self._run(image, canvas, prior, (1 << bits) - 1, max_error, RADIUS, False, False,
+                  self._no_tables, np.zeros_like(image), np.zeros_like(image),
+                  np.zeros_like(image), np.zeros(3, np.int64),
                   np.zeros(0, np.uint8), *self._kernel_tables()[:4], *_kernel_network(None), out)
         return out
 
