@@ -276,6 +276,26 @@ def test_network_model_round_trips(net_model: CausalEstimator, max_error: int) -
         CausalEstimator.build().decode(data, image.shape, bits)
 
 
+@pytest.mark.parametrize("max_error", [0, 1, 4])
+def test_bounded_symbols_cost_less_at_the_range_ends(net_model: CausalEstimator,
+                                                     max_error: int) -> None:
+    """Stream version 3 folds the tables' tails onto the lowest and highest possible symbol:
+    a slice with air clipped at 0 and bone at the top codes smaller than with version 2, and
+    both versions decode within the error bound."""
+    image = smooth_image((80, 90), 12, seed=5).astype(np.int64)
+    image = np.clip(image - 1200, 0, 2047)  # a quarter at 0, some at the top of 11 bits
+    assert (image == 0).mean() > 0.1 and (image == 2047).any()
+    sizes = {}
+    for version in (2, 3):
+        model = CausalEstimator(net_model.tables, net_model.inter, net_model.net)
+        model.stream_version = version
+        data = model.encode(image, 11, max_error)
+        assert data[0] == version
+        assert np.abs(net_model.decode(data, image.shape, 11) - image).max() <= max_error
+        sizes[version] = len(data)
+    assert sizes[3] < 0.97 * sizes[2]
+
+
 def test_compiled_falls_back_when_no_cache_can_be_written(monkeypatch: pytest.MonkeyPatch
                                                           ) -> None:
     """A read-only install: numba refuses cache=True at decoration; medcodec still imports."""

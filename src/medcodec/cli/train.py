@@ -48,6 +48,9 @@ def add_parser(subparsers: Any, parents: Sequence[argparse.ArgumentParser] = ())
     p.add_argument("--near-lossless", default="", metavar="D,...",
                    help="causal: also train on near-lossless coding at these maximum errors "
                         "(the network then reads D; default: lossless only)")
+    p.add_argument("--bounded", action="store_true",
+                   help="causal: train for bounded symbols (stream version 3: a pixel at 0 or "
+                        "at the top of its range carries the whole tail's probability)")
     p.add_argument("--window", choices=["3x3", "1x8"], default="3x3",
                    help="pixel-estimation window (the paper compares both; default 3x3)")
     p.add_argument("--modality", default="CT", metavar="M,...",
@@ -211,7 +214,8 @@ def _run_causal(args: argparse.Namespace, out: Path, train_series, val) -> int:
                               slice_stride=args.slice_stride, seed=args.seed,
                               threads=args.threads, inter=args.inter,
                               distribution=args.distribution,
-                              max_errors=_max_errors(args.near_lossless))
+                              max_errors=_max_errors(args.near_lossless),
+                              bounded=args.bounded)
     if args.steps > 0:
         rows: list[dict] = []
         model = train(train_series, settings, log_rows=rows)

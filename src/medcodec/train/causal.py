@@ -45,6 +45,9 @@ class CausalSettings:
     #: Near-lossless maximum errors whose samples join the lossless ones (a quarter of
     #: ``pixels_per_slice`` each); the network then also reads D. Empty: lossless only.
     max_errors: tuple[int, ...] = ()
+    #: Train for bounded symbols (stream version 3): a pixel's probability at 0 or at the top
+    #: of its range is the whole tail's mass there, as the coder folds it.
+    bounded: bool = False
 
     @property
     def inputs(self) -> int:
@@ -63,8 +66,9 @@ def feature_scales(inputs: int = kernels.FEATURES) -> np.ndarray:
 def collect(series: Sequence[Series], settings: CausalSettings,
             log: Callable[[str], None] = lambda m: None) -> np.ndarray:
     """Random pixels of every ``slice_stride``-th slice (with ``inter``: of every such slice
-    that has a previous one, read with it): (n, inputs + 1) int64, the lossless samples and,
-    with ``max_errors``, those of near-lossless coding at each D (D is then an input)."""
+    that has a previous one, read with it): (n, inputs + 3) int64, the lossless samples and,
+    with ``max_errors``, those of near-lossless coding at each D (D is then an input). The
+    columns: the network's inputs, the residual, the pixel's value and the top of its range."""
     base = CausalEstimator.build(inter=settings.inter)
     rng = np.random.default_rng(settings.seed)
     with_d = bool(settings.max_errors)
@@ -74,12 +78,13 @@ def collect(series: Sequence[Series], settings: CausalSettings,
         for image, previous in items[:: max(1, settings.slice_stride)]:
             bits = max(1, int(image.max()).bit_length())
             for d in (0, *settings.max_errors):
-                samples = base.samples(image, bits, previous, d, with_d)
+                samples = np.column_stack([base.samples(image, bits, previous, d, with_d),
+                                           image.ravel(), np.full(image.size, (1 << bits) - 1)])
                 want = settings.pixels_per_slice // (4 if d else 1)
                 take = min(want, samples.shape[0])
                 parts.append(samples[rng.choice(samples.shape[0], take, replace=False)])
     log(f"{len(parts)} training slices and errors, {sum(p.shape[0] for p in parts)} pixels")
-    return np.concatenate(parts) if parts else np.zeros((0, settings.inputs + 1), np.int64)
+    return np.concatenate(parts) if parts else np.zeros((0, settings.inputs + 3), np.int64)
 
 
 def train(series: Sequence[Series], settings: CausalSettings,
@@ -97,6 +102,9 @@ def train(series: Sequence[Series], settings: CausalSettings,
     target = torch.tensor(samples[:, n], dtype=torch.float32)
     max_error = (torch.tensor(samples[:, kernels.FEATURES], dtype=torch.float32)
                  if settings.max_errors else None)
+    # the corrected prediction and the top of the range, for bounded symbols
+    prediction = torch.tensor(samples[:, n + 1] - samples[:, n], dtype=torch.float32)
+    top = torch.tensor(samples[:, n + 2], dtype=torch.float32)
     h = settings.hidden
     net = torch.nn.Sequential(torch.nn.Linear(n, h), torch.nn.ReLU(),
                               torch.nn.Linear(h, h), torch.nn.ReLU(), torch.nn.Linear(h, 2))
@@ -113,7 +121,11 @@ def train(series: Sequence[Series], settings: CausalSettings,
         batch = torch.randint(0, x.shape[0], (settings.batch,), generator=generator)
         out = net(x[batch])
         location, log_scale = out[:, 0] * LOCATION_UNIT, log_min + log_step * out[:, 1]
-        if max_error is None:  # lossless only: the plain code length (what v4 trained on)
+        if settings.bounded:
+            d = max_error[batch] if max_error is not None else torch.zeros_like(location)
+            bits = bounded_bits(target[batch], location, log_scale, d, prediction[batch],
+                                top[batch], settings.distribution).mean()
+        elif max_error is None:  # lossless only: the plain code length (what v4 trained on)
             bits = code_bits(target[batch], location, log_scale, settings.distribution).mean()
         else:
             bits = binned_bits(target[batch], location, log_scale, max_error[batch],
@@ -172,6 +184,27 @@ def binned_bits(target, location, log_scale, max_error, distribution: str = "lap
     p = (_cdf(high, location, scale, distribution)
          - _cdf(low, location, scale, distribution)).clamp(min=2.0**-16)
     return -torch.log2(p)
+
+
+def bounded_bits(target, location, log_scale, max_error, prediction, top,
+                 distribution: str = "laplace"):
+    """``binned_bits`` for bounded symbols (stream version 3): a bin that reaches 0 or the top
+    of the range (``prediction`` + residual outside 0 .. ``top``) has all the mass of the tail
+    beyond it, as the coder folds the tables' tails."""
+    import torch
+
+    scale = torch.exp(log_scale).clamp(min=1e-3)
+    centre = torch.floor(location + 0.5)
+    step = 2 * max_error + 1
+    r = target - centre
+    q = torch.sign(r) * torch.floor((r.abs() + max_error) / step)
+    low = q * step - max_error + centre - 0.5
+    high = q * step + max_error + centre + 0.5
+    below = torch.where(prediction + low <= -0.5, torch.zeros_like(low),
+                        _cdf(low, location, scale, distribution))
+    above = torch.where(prediction + high >= top + 0.5, torch.ones_like(high),
+                        _cdf(high, location, scale, distribution))
+    return -torch.log2((above - below).clamp(min=2.0**-16))
 
 
 def to_intnet(net, inputs: int = kernels.FEATURES) -> IntMLP:
