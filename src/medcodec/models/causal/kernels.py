@@ -274,7 +274,8 @@ def make_run(neighbours: np.ndarray):
     def run(truth: np.ndarray, canvas: np.ndarray, previous: np.ndarray, top: int,
             max_error: int, radius_ls: int,
             decoding: bool, fold: bool, table_of_bin: np.ndarray, symbols: np.ndarray,
-            bins: np.ndarray, locs: np.ndarray, state: np.ndarray, data: np.ndarray, t_radius: np.ndarray, t_offsets: np.ndarray,
+            bins: np.ndarray, locs: np.ndarray, state: np.ndarray, data: np.ndarray,
+            t_radius: np.ndarray, t_offsets: np.ndarray,
             t_freqs: np.ndarray, t_starts: np.ndarray, net_w1: np.ndarray, net_w2: np.ndarray,
             net_w3: np.ndarray, net_biases: np.ndarray, net_shifts: np.ndarray,
             samples: np.ndarray) -> None:

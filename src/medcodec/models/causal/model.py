@@ -2,9 +2,10 @@
 bias correction and per-image scale tables (``kernels.py``), rANS bytes, in independent
 horizontal stripes so that the cores share a slice.
 
-Stream: header (version 3: symbols bounded by the pixel range), the table of every energy bin (one byte each: chosen by the encoder for this
-image), then one rANS segment per stripe of ``STRIPE_ROWS`` rows (fixed by the format, not
-by the thread count, so the bytes never depend on it).
+Stream: header (version 3: symbols bounded by the pixel range, the tables' tails folded onto
+the lowest and highest possible symbol), the table of every energy bin (one byte each: chosen
+by the encoder for this image), then one rANS segment per stripe of ``STRIPE_ROWS`` rows
+(fixed by the format, not by the thread count, so the bytes never depend on it).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 
 from medcodec.entropy import rans
 from medcodec.entropy.coder import join_segments, split_segments
-from medcodec.entropy.tables import LaplaceTables
+from medcodec.entropy.tables import TOTAL, LaplaceTables
 from medcodec.errors import CorruptStreamError
 from medcodec.models.causal import kernels
 from medcodec.models.intnet import IntMLP
@@ -107,7 +108,9 @@ class CausalEstimator:
             return symbols, bins, locs
 
         coded = parallel_map(model, stripes)
-        table_of_bin, map_bytes = self.choose_map([c[0] for c in coded], [c[1] for c in coded])
+        edges = ([_edges(c[0], c[2], top, max_error) for c in coded] if fold else None)
+        table_of_bin, map_bytes = self.choose_map([c[0] for c in coded], [c[1] for c in coded],
+                                                  edges)
 
         def entropy(part: tuple[np.ndarray, np.ndarray, np.ndarray]) -> bytes:
             start, freq, n = kernels.pairs(*part, table_of_bin, top, max_error, fold,
@@ -178,12 +181,13 @@ class CausalEstimator:
         return table_of_bin, pos + self.map_size
 
     # -- the encoder's second pass: tables per bin --------------------------------------
-    def choose_map(self, symbols: list[np.ndarray], bins: list[np.ndarray]
-                   ) -> tuple[np.ndarray, bytes]:
+    def choose_map(self, symbols: list[np.ndarray], bins: list[np.ndarray],
+                   edges: list[np.ndarray] | None = None) -> tuple[np.ndarray, bytes]:
         """The table map for this image and its bytes: one table per bin (the fewest bits for
         the bin's residuals) or, for the network's indices, the identity or one offset when
-        that is cheaper once the map's own bytes are counted."""
-        cost = self.bin_costs(symbols, bins)
+        that is cheaper once the map's own bytes are counted. ``edges`` (bounded symbols):
+        which symbols sit on their lower (1) or upper (2) bound and cost their folded tail."""
+        cost = self.bin_costs(symbols, bins, edges)
         best = np.argmin(cost, axis=1).astype(np.int64)
         explicit = best.astype(np.uint8).tobytes()
         if self.version != _VERSION_NET:
@@ -199,31 +203,47 @@ class CausalEstimator:
             return best, _MAP_HEADER.pack(kind, 0) + explicit
         return np.clip(rows + offset, 0, len(self.tables) - 1), _MAP_HEADER.pack(kind, offset)
 
-    def bin_costs(self, symbols: list[np.ndarray], bins: list[np.ndarray]) -> np.ndarray:
-        """(bins, tables): the exact bits of each bin's residuals under each table."""
-        s = np.concatenate([a.ravel() for a in symbols]) if symbols else np.zeros(0, np.int64)
-        b = np.concatenate([a.ravel() for a in bins]) if bins else np.zeros(0, np.int64)
+    def bin_costs(self, symbols: list[np.ndarray], bins: list[np.ndarray],
+                  edges: list[np.ndarray] | None = None) -> np.ndarray:
+        """(bins, tables): the exact bits of each bin's residuals under each table (those on
+        a bound, ``edges`` 1 or 2, with the folded tail's probability)."""
+        def flat(parts: list[np.ndarray]) -> np.ndarray:
+            return np.concatenate([a.ravel() for a in parts]) if parts else np.zeros(0, np.int64)
+
+        s, b = flat(symbols), flat(bins)
+        e = flat(edges) if edges is not None else np.zeros_like(s)
         m = _CHOICE_MAGNITUDE
         inside = np.abs(s) <= m
-        cells = b[inside] * (2 * m + 1) + s[inside] + m
-        hist = np.bincount(cells, minlength=self.map_size * (2 * m + 1)).astype(np.float64)
-        hist = hist.reshape(self.map_size, 2 * m + 1)
+        cells = (e[inside] * self.map_size + b[inside]) * (2 * m + 1) + s[inside] + m
+        hist = np.bincount(cells, minlength=3 * self.map_size * (2 * m + 1)).astype(np.float64)
+        hist = hist.reshape(3, self.map_size, 2 * m + 1)
         cost = np.zeros((self.map_size, len(self.tables)))
-        matrix = self._cost_matrix
-        for bin_ in np.flatnonzero(hist.any(axis=1)):
-            used = np.flatnonzero(hist[bin_])
-            cost[bin_] = matrix[:, used] @ hist[bin_, used]
+        for edge, matrix in enumerate(self._cost_matrices):
+            for bin_ in np.flatnonzero(hist[edge].any(axis=1)):
+                used = np.flatnonzero(hist[edge, bin_])
+                cost[bin_] += matrix[:, used] @ hist[edge, bin_, used]
         if not inside.all():
             for bin_, value in zip(b[~inside], s[~inside], strict=True):
                 cost[bin_] += self._bits_of(int(value))
         return cost
 
     @functools.cached_property
-    def _cost_matrix(self) -> np.ndarray:
+    def _cost_matrices(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(tables, symbols -m .. m) bits: plain, on the lower bound, on the upper bound."""
         m = _CHOICE_MAGNITUDE
         values = np.arange(-m, m + 1)
-        return np.stack([self.tables.code_lengths(values, np.full(values.size, k))
-                         for k in range(len(self.tables))])
+        plain = np.stack([self.tables.code_lengths(values, np.full(values.size, k))
+                          for k in range(len(self.tables))])
+        lower, upper = plain.copy(), plain.copy()
+        for k in range(len(self.tables)):
+            r, o = int(self._radius[k]), int(self._offsets[k])
+            covered = np.abs(values) <= r
+            codes = o + values[covered] + r
+            below = self._starts[codes] + self._freqs[codes]
+            above = self._starts[o + 2 * r + 1] - self._starts[codes]
+            lower[k, covered] = np.log2(TOTAL / below)
+            upper[k, covered] = np.log2(TOTAL / above)
+        return plain, lower, upper
 
     def _bits_of(self, value: int) -> np.ndarray:
         indices = np.arange(len(self.tables))
@@ -308,6 +328,15 @@ def _fits_kernel(net: IntMLP) -> bool:
             and second.weight.shape == (hidden, hidden)
             and last.weight.shape == (hidden, 2) and first.relu and second.relu
             and not last.relu and 0 < hidden <= 1024)
+
+
+def _edges(symbols: np.ndarray, locs: np.ndarray, top: int, max_error: int) -> np.ndarray:
+    """1 where a symbol is the lowest its pixel allows, 2 where the highest (not also the
+    lowest), else 0: ``kernels.symbol_bounds`` on arrays."""
+    step = 2 * max_error + 1
+    low = -((locs + max_error) // step)
+    high = (top - locs + max_error) // step
+    return np.where(symbols == low, 1, np.where(symbols == high, 2, 0))
 
 
 def _stripes(rows: int) -> list[tuple[int, int]]:
