@@ -135,6 +135,45 @@ def test_causal_train_with_near_lossless_samples_reads_the_error(tmp_path: Path,
         assert np.abs(back - image).max() <= max_error
 
 
+def test_bounded_bits_fold_the_tails_at_the_range_ends() -> None:
+    """The bounded-symbol loss equals the plain binned code length inside the range and is
+    the whole tail's mass (fewer bits) at 0 and at the top."""
+    torch = pytest.importorskip("torch")
+    from medcodec.train.causal import binned_bits, bounded_bits
+
+    target = torch.tensor([-5.0, 0.0, 3.0, -2.0, 7.0, 1.0])
+    prediction = torch.tensor([5.0, 50.0, 60.0, 2.0, 4088.0, 100.0])  # pixel = pred + target
+    top = torch.full_like(target, 4095.0)
+    location = torch.tensor([0.3, -0.2, 1.0, 0.0, -1.0, 0.4])
+    log_scale = torch.full_like(target, 1.0)
+    for d in (0.0, 1.0, 2.0):
+        max_error = torch.full_like(target, d)
+        plain = binned_bits(target, location, log_scale, max_error, "logistic")
+        bounded = bounded_bits(target, location, log_scale, max_error, prediction, top,
+                               "logistic")
+        assert torch.allclose(plain[[1, 2, 5]], bounded[[1, 2, 5]])  # inside the range
+        assert bool((bounded[[0, 4]] < plain[[0, 4]] - 0.1).all())  # pixel 0, pixel top
+    # a location 12 below a prediction of 9: nearly all the mass is at or below pixel 0
+    assert float(bounded_bits(torch.tensor([-9.0]), torch.tensor([-12.0]), torch.tensor([0.0]),
+                              torch.tensor([0.0]), torch.tensor([9.0]), torch.tensor([9.0]),
+                              "logistic")[0]) < 0.1
+
+
+def test_causal_train_smoke_bounded(tmp_path: Path, capsys) -> None:
+    from medcodec.models.causal.model import CausalEstimator
+    from medcodec.weights import load
+
+    train, val = _folders(tmp_path)
+    out = tmp_path / "causal-b.safetensors"
+    assert main(["train", "--model", "causal", "--data", str(train), "--val", str(val),
+                 "--modality", "any", "--steps", "5", "--hidden", "8", "--threads", "1",
+                 "--bounded", "--out", str(out), "-q"]) == 0
+    assert json.loads(capsys.readouterr().out)["validation"]["lossless_bpp"] > 0
+    model = CausalEstimator.from_arrays(load(str(out))[0])
+    image = np.clip(smooth_image((40, 33), 12).astype(np.int64) - 1500, 0, None)
+    assert np.array_equal(model.decode(model.encode(image, 12), image.shape, 12), image)
+
+
 @pytest.mark.parametrize("value", ["0", "1,x", "300"])
 def test_causal_train_refuses_a_bad_near_lossless_list(tmp_path: Path, value: str,
                                                        capsys) -> None:
