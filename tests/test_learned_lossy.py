@@ -115,3 +115,34 @@ def test_hot_path_network_input_order_matches_training() -> None:
         codec_order = net.mlp_static_first(np.concatenate([static, attended, extra], axis=1))
         assert np.array_equal(training_order, codec_order)
         assert np.ptp(training_order) > 0  # the inputs do reach the output
+
+
+def test_high_rate_lossy_takes_the_bounded_error_stream_when_it_costs_less() -> None:
+    """At a fine step ``medcodec`` lossy compares the wavelet stream with the raster-scan one
+    of matching distortion and keeps the one lower in mse + lambda * bpp; the bounded-error
+    stream then holds every pixel within its D. ``medcodec-wavelet`` never switches."""
+    from medcodec.codecs.learned import HYBRID_MAX_ERROR
+
+    hybrid, wavelet = get("medcodec"), get("medcodec-wavelet")
+    image = smooth_image((96, 120), 12, seed=3).astype(np.int64)
+    tags = set()
+    for step in (3.0, 6.0, 10.0, 40.0):
+        data = hybrid.encode(image, 12, _lossy(step))
+        alone = wavelet.encode(image, 12, _lossy(step))
+        assert alone[:3] == b"MCW"
+        tags.add(data[:3])
+        out = hybrid.decode(data, image.shape, 12).astype(np.int64)
+        reference = wavelet.decode(alone, image.shape, 12).astype(np.int64)
+        mse, mse_alone = (float(np.mean(np.square(x - image))) for x in (out, reference))
+        slope = 2 * np.log(2) * mse_alone
+        cost = mse + slope * 8 * len(data) / image.size
+        assert cost <= mse_alone + slope * 8 * len(alone) / image.size + 1e-9
+        if data[:3] == b"MCL":
+            assert np.abs(out - image).max() <= HYBRID_MAX_ERROR
+        if step == 40.0:
+            assert data == alone  # a low rate: the wavelet stream, not even tried against
+    assert b"MCL" in tags  # the smooth image's noise is cheaper to code within a bound
+    back = medcodec.decompress(medcodec.compress(
+        MedImage(image.astype(np.uint16), bits_stored=12), codec="medcodec", mode="lossy",
+        quality=3.0))
+    assert np.abs(back.pixels.astype(np.int64) - image).max() <= HYBRID_MAX_ERROR

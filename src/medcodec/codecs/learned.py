@@ -10,7 +10,11 @@
   (:mod:`medcodec.models.wavelet_latent`), or the paper-literal codec with a learned analysis
   and synthesis transform around the DWT (:mod:`medcodec.models.transform`).
   ``MEDCODEC_LOSSY_MODEL`` (``wavelet`` / ``transform``) or the ``medcodec-wavelet`` /
-  ``medcodec-transform`` codec names choose; decoding follows the stream's own tag.
+  ``medcodec-transform`` codec names choose; decoding follows the stream's own tag. With the
+  wavelet model, ``medcodec`` also tries the raster-scan coder with a bounded error whose
+  distortion matches the wavelet stream's, and keeps whichever costs less in distortion +
+  lambda * rate (:meth:`LearnedCodec.hybrid_lossy`): at high rates the bounded-error stream
+  wins. ``medcodec-wavelet`` codes with the wavelet model alone.
 
 Every stream starts with a kind tag and the first bytes of the SHA-256 of the weights that
 made it, then the image size and depth it codes. Decoding looks the weights up by that id among
@@ -56,6 +60,9 @@ DEFAULT_LOSSY_WEIGHTS = WAVELET.default
 DEFAULT_LOSSY_MODEL = "wavelet"
 _SHAPE = struct.Struct("<IIB")  # rows, cols, bits: a stream decodes only as what it was
 _HEAD = 3 + ID_BYTES + _SHAPE.size
+#: The largest maximum error the lossy hybrid tries: beyond it (low rates) the bounded-error
+#: stream never won on the validation CT, so it is not worth its encode time.
+HYBRID_MAX_ERROR = 6
 
 __all__ = ["DEFAULT_INTER_WEIGHTS", "DEFAULT_LOSSY_MODEL", "DEFAULT_LOSSY_WEIGHTS",
            "DEFAULT_PEN_WEIGHTS", "LearnedCodec", "TransformCodec", "WaveletLatentCodec",
@@ -121,6 +128,10 @@ class LearnedCodec(Codec):
                 raise CodecUnavailableError(f"the learned lossy model ({entry.summary}) is "
                                             "not installed")
 
+    #: Lossy coding with the wavelet model also tries the bounded-error raster-scan stream
+    #: (see the module docstring); the named lossy variants code with their model alone.
+    hybrid: ClassVar[bool] = True
+
     def encode(self, array: np.ndarray, bits: int, spec: CodingSpec,
                previous: np.ndarray | None = None) -> bytes:
         """``previous``: the previous decoded slice, in this slice's value domain (volumes).
@@ -132,12 +143,37 @@ class LearnedCodec(Codec):
         if spec.mode is Mode.LOSSY:
             entry = self.lossy_entry()
             lossy, model_id = lossy_model(entry)
+            if self.hybrid and entry is WAVELET and self._lossless_entry(False) is CAUSAL:
+                return self.hybrid_lossy(array, bits, self.knob_value(spec))
             body = lossy.encode(array, bits, self.knob_value(spec))
         else:
             entry = self._lossless_entry(previous is not None)
             pen, model_id = lossless_model(entry)
             body = pen.encode(array, bits, max_error, previous=previous)
         return entry.tag + model_id + _SHAPE.pack(*array.shape, bits) + body
+
+    def hybrid_lossy(self, array: np.ndarray, bits: int, step: float) -> bytes:
+        """The lossy stream of the wavelet model at ``step``, or the raster-scan stream with
+        the maximum error D whose distortion is about the same (D(D + 1) / 3, uniform error
+        over 2D + 1 values) when that costs less in ``mse + lambda * bpp``. lambda is the
+        wavelet curve's own slope, 2 ln 2 * mse (at high rate, each bit quarters the mse).
+        The decoder follows the stream's tag, so either decodes with no flag."""
+        lossy, lossy_id = lossy_model(WAVELET)
+        shape = _SHAPE.pack(*array.shape, bits)
+        body, pixels = lossy.encode_with_reconstruction(array, bits, step)
+        best = WAVELET.tag + lossy_id + shape + body
+        mse = float(np.mean(np.square(pixels - array)))
+        max_error = int(round((np.sqrt(1.0 + 12.0 * mse) - 1.0) / 2.0))
+        if not 1 <= max_error <= HYBRID_MAX_ERROR:
+            return best
+        causal, causal_id = lossless_model(CAUSAL)
+        body, pixels = causal.encode_with_reconstruction(array, bits, max_error)
+        bounded = CAUSAL.tag + causal_id + shape + body
+        slope = 2.0 * np.log(2.0) * mse
+        per_pixel = 8.0 / array.size
+        cost_lossy = mse + slope * per_pixel * len(best)
+        cost_bounded = float(np.mean(np.square(pixels - array))) + slope * per_pixel * len(bounded)
+        return bounded if cost_bounded < cost_lossy else best
 
     @staticmethod
     def _lossless_entry(with_previous: bool) -> ModelEntry:
@@ -232,6 +268,7 @@ class _LossyVariant(LearnedCodec):
 
     modes: ClassVar = frozenset({Mode.LOSSY})
     uses_previous: ClassVar[bool] = False
+    hybrid: ClassVar[bool] = False
 
     @classmethod
     def supports_previous(cls, spec: CodingSpec) -> bool:

@@ -89,6 +89,12 @@ class CausalEstimator:
 
     def encode(self, image: np.ndarray, bits: int, max_error: int = 0,
                previous: np.ndarray | None = None) -> bytes:
+        return self.encode_with_reconstruction(image, bits, max_error, previous)[0]
+
+    def encode_with_reconstruction(self, image: np.ndarray, bits: int, max_error: int = 0,
+                                   previous: np.ndarray | None = None
+                                   ) -> tuple[bytes, np.ndarray]:
+        """The stream and the pixels a decoder gets from it (the encoder's own canvas)."""
         image = np.ascontiguousarray(image, dtype=np.int64)
         prior = self._previous(previous, image.shape)
         top = (1 << bits) - 1
@@ -96,15 +102,17 @@ class CausalEstimator:
 
         fold = self.stream_version == _VERSION_FOLDED
 
+        canvas = np.zeros_like(image)
+
         def model(bounds: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             part = image[bounds[0] : bounds[1]]
-            canvas = np.zeros_like(part)
             symbols = np.zeros_like(part)
             bins = np.zeros_like(part)
             locs = np.zeros_like(part)
-            self._run(part, canvas, self._stripe(prior, bounds), top, max_error, RADIUS, False,
-                      fold, self._no_tables, symbols, bins, locs, np.zeros(3, np.int64),
-                      np.zeros(0, np.uint8), *self._kernel_tables(), _NO_SAMPLES)
+            self._run(part, canvas[bounds[0] : bounds[1]], self._stripe(prior, bounds), top,
+                      max_error, RADIUS, False, fold, self._no_tables, symbols, bins, locs,
+                      np.zeros(3, np.int64), np.zeros(0, np.uint8), *self._kernel_tables(),
+                      _NO_SAMPLES)
             return symbols, bins, locs
 
         coded = parallel_map(model, stripes)
@@ -119,7 +127,7 @@ class CausalEstimator:
 
         segments = parallel_map(entropy, coded)
         header = _HEADER.pack(self.stream_version, RADIUS, max_error, STRIPE_ROWS, len(stripes))
-        return header + map_bytes + join_segments(segments)
+        return header + map_bytes + join_segments(segments), canvas
 
     def _stripe(self, prior: np.ndarray, bounds: tuple[int, int]) -> np.ndarray:
         return prior[bounds[0] : bounds[1]] if self.inter else prior

@@ -170,6 +170,13 @@ class WaveletModel:
 
     # -- encode ------------------------------------------------------------------------
     def encode(self, image: np.ndarray, bits: int, step: float) -> bytes:
+        return self.encode_with_reconstruction(image, bits, step, reconstruct=False)[0]
+
+    def encode_with_reconstruction(self, image: np.ndarray, bits: int, step: float,
+                                   reconstruct: bool = True
+                                   ) -> tuple[bytes, np.ndarray | None]:
+        """The stream and, with ``reconstruct``, the pixels a decoder gets from it (the
+        encoder's own synthesis of the coded coefficients: no entropy decoding)."""
         levels = min(levels_for(image.shape), self.max_levels)
         mid = float(1 << (bits - 1))
         bands = wavelet_forward(np.asarray(image, np.float64) - mid, levels)
@@ -208,7 +215,10 @@ class WaveletModel:
         crc = _q_crc(q_all)
         flags = _FLAG_FILTER if self.use_filter else 0
         header = _HEADER.pack(_VERSION, levels, step, ll_table, flags, crc)
-        return header + struct.pack("<H", len(segments)) + join_segments(segments)
+        data = header + struct.pack("<H", len(segments)) + join_segments(segments)
+        pixels = (self.synthesise(q_all, step, levels, image.shape, bits, self.use_filter)
+                  if reconstruct else None)
+        return data, pixels
 
     # -- decode ------------------------------------------------------------------------
     def decode_coefficients(self, data: bytes, shape: tuple[int, int]
