@@ -25,6 +25,7 @@ carries a CRC32 of its quantised coefficients and the container a CRC32 of every
 
 from __future__ import annotations
 
+import math
 import os
 import struct
 from collections.abc import Mapping
@@ -163,13 +164,13 @@ class LearnedCodec(Codec):
         body, pixels = lossy.encode_with_reconstruction(array, bits, step)
         best = WAVELET.tag + lossy_id + shape + body
         mse = float(np.mean(np.square(pixels - array)))
-        max_error = int(round((np.sqrt(1.0 + 12.0 * mse) - 1.0) / 2.0))
+        max_error = round((math.sqrt(1.0 + 12.0 * mse) - 1.0) / 2.0)
         if not 1 <= max_error <= HYBRID_MAX_ERROR:
             return best
         causal, causal_id = lossless_model(CAUSAL)
         body, pixels = causal.encode_with_reconstruction(array, bits, max_error)
         bounded = CAUSAL.tag + causal_id + shape + body
-        slope = 2.0 * np.log(2.0) * mse
+        slope = 2.0 * math.log(2.0) * mse
         per_pixel = 8.0 / array.size
         cost_lossy = mse + slope * per_pixel * len(best)
         cost_bounded = float(np.mean(np.square(pixels - array))) + slope * per_pixel * len(bounded)
