@@ -146,3 +146,76 @@ def test_high_rate_lossy_takes_the_bounded_error_stream_when_it_costs_less() -> 
         MedImage(image.astype(np.uint16), bits_stored=12), codec="medcodec", mode="lossy",
         quality=3.0))
     assert np.abs(back.pixels.astype(np.int64) - image).max() <= HYBRID_MAX_ERROR
+
+
+def _padded_slice(seed: int = 0) -> np.ndarray:
+    """A smooth 12-bit 'body' inside a circle, padding (0) outside, as CT outside its field
+    of view."""
+    body = smooth_image((90, 110), 12, seed=seed).astype(np.int64) // 2 + 1500
+    yy, xx = np.mgrid[0:90, 0:110]
+    body[(yy - 45) ** 2 + (xx - 55) ** 2 > 42**2] = 0
+    return body
+
+
+def test_padding_is_restored_from_a_mask_and_costs_fewer_bytes() -> None:
+    from medcodec.codecs.learned import PADDED_TAG
+
+    image = _padded_slice()
+    hybrid, wavelet = get("medcodec"), get("medcodec-wavelet")
+    for step in (8.0, 48.0):
+        data = hybrid.encode(image, 12, _lossy(step))
+        alone = wavelet.encode(image, 12, _lossy(step))
+        assert data[:3] == PADDED_TAG and alone[:3] == b"MCW"
+        assert len(data) < 0.9 * len(alone)
+        out = hybrid.decode(data, image.shape, 12).astype(np.int64)
+        assert np.array_equal(out == 0, image == 0)  # the padding, exactly
+        mse = np.mean(np.square(out - image))
+        assert mse <= np.mean(np.square(wavelet.decode(alone, image.shape, 12) - image)) * 1.2
+        kinds = {kind for kind, _ in hybrid.weights_of(data)}
+        assert kinds >= {"MCL"} and kinds & {"MCW", "MCL"}
+    volume = np.stack([_padded_slice(s) for s in range(2)]).astype(np.int16) - 1024
+    back = medcodec.decompress(medcodec.compress(
+        MedImage(volume, bits_stored=12, rescale_intercept=-1024.0, modality="CT"),
+        codec="medcodec", mode="lossy", quality=16.0))
+    assert np.array_equal(back.pixels == -1024, volume == -1024)
+
+
+def test_no_padding_mask_for_clipped_air_or_small_regions() -> None:
+    from medcodec.transforms.padding import fill_smooth, padding_mask
+
+    image = _padded_slice()
+    mask = padding_mask(image)
+    assert mask is not None and np.array_equal(mask, image == 0)
+    filled = fill_smooth(image, mask)
+    assert np.array_equal(filled[~mask], image[~mask])
+    assert filled[mask].min() >= image[~mask].min() - 1  # a continuation, not the padding
+    assert np.abs(np.diff(filled, axis=1)).max() < 200  # no edge left at the circle
+    touching = image.copy()
+    touching[touching == 0] = 1  # air clipped at the bottom: its values touch the minimum
+    touching[0, :5] = 0
+    assert padding_mask(touching) is None
+    assert padding_mask(np.full((8, 9), 7)) is None  # all padding: nothing to code
+
+
+@pytest.mark.parametrize("damage", ["short", "version", "length", "nested", "value"])
+def test_damaged_padded_streams_are_clear_errors(damage: str) -> None:
+    import struct
+
+    from medcodec.codecs.learned import PADDED_TAG
+
+    codec = get("medcodec")
+    image = _padded_slice()
+    data = bytearray(codec.encode(image, 12, _lossy(24.0)))
+    assert data[:3] == PADDED_TAG
+    if damage == "short":
+        data = data[:7]
+    elif damage == "version":
+        data[3] = 9
+    elif damage == "length":
+        struct.pack_into("<I", data, 8, len(data))
+    elif damage == "nested":
+        data = PADDED_TAG + data[3:12] + data
+    else:
+        struct.pack_into("<I", data, 4, 1 << 12)
+    with pytest.raises(CorruptStreamError):
+        codec.decode(bytes(data), image.shape, 12)

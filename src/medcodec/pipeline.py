@@ -179,10 +179,10 @@ def _weights_digests(codec: Codec, chunks: list[bytes]) -> dict[str, str] | None
         return None
     digests: dict[str, str] = {}
     for chunk in chunks:
-        kind, digest = codec.weights_of(chunk)  # type: ignore[attr-defined]
-        if digests.setdefault(kind, digest) != digest:
-            raise MedcodecError(f"slices of one container were coded with two different {kind} "
-                                "weights files")
+        for kind, digest in codec.weights_of(chunk):  # type: ignore[attr-defined]
+            if digests.setdefault(kind, digest) != digest:
+                raise MedcodecError(f"slices of one container were coded with two different "
+                                    f"{kind} weights files")
     return digests
 
 

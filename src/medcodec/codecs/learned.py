@@ -52,6 +52,7 @@ from medcodec.models.zoo import (
     lossless_model,
     lossy_model,
 )
+from medcodec.transforms.padding import fill_smooth, padding_mask
 
 #: The shipped weights (the zoo's defaults), named here for the tools that load them.
 DEFAULT_PEN_WEIGHTS = PEN.default
@@ -61,6 +62,12 @@ DEFAULT_LOSSY_WEIGHTS = WAVELET.default
 DEFAULT_LOSSY_MODEL = "wavelet"
 _SHAPE = struct.Struct("<IIB")  # rows, cols, bits: a stream decodes only as what it was
 _HEAD = 3 + ID_BYTES + _SHAPE.size
+#: A lossy slice whose padding is restored from a mask: ``MCM``, u8 version, u32 padding value,
+#: u32 length of the mask's stream (a raster-scan stream of the 1-bit mask), that stream, then
+#: the stream of the slice with its padding filled smoothly (``transforms.padding``).
+PADDED_TAG = b"MCM"
+_PADDED = struct.Struct("<BII")
+_PADDED_VERSION = 1
 #: The largest maximum error the lossy hybrid tries: beyond it (low rates) the bounded-error
 #: stream never won on the validation CT, so it is not worth its encode time.
 HYBRID_MAX_ERROR = 6
@@ -158,23 +165,52 @@ class LearnedCodec(Codec):
         the maximum error D whose distortion is about the same (D(D + 1) / 3, uniform error
         over 2D + 1 values) when that costs less in ``mse + lambda * bpp``. lambda is the
         wavelet curve's own slope, 2 ln 2 * mse (at high rate, each bit quarters the mse).
-        The decoder follows the stream's tag, so either decodes with no flag."""
+        A slice with padding (``transforms.padding``) is also coded with the padding filled
+        and restored from a mask (``PADDED_TAG``), and that wins when it costs less. The
+        decoder follows the stream's tag, so every choice decodes with no flag."""
+        stream, pixels, slope = self._wavelet_or_bounded(array, bits, step)
+        per_pixel = 8.0 / array.size
+
+        def cost(data: bytes, decoded: np.ndarray) -> float:
+            return float(np.mean(np.square(decoded - array))) + slope * per_pixel * len(data)
+
+        mask = padding_mask(array)
+        if mask is None:
+            return stream
+        value = int(array[mask][0])
+        inner, inner_pixels, _ = self._wavelet_or_bounded(fill_smooth(array, mask), bits, step,
+                                                          slope)
+        causal, causal_id = lossless_model(CAUSAL)
+        coded_mask = (CAUSAL.tag + causal_id + _SHAPE.pack(*array.shape, 1)
+                      + causal.encode(mask.astype(np.int64), 1))
+        padded = (PADDED_TAG + _PADDED.pack(_PADDED_VERSION, value, len(coded_mask))
+                  + coded_mask + inner)
+        restored = np.where(mask, value, inner_pixels)
+        return padded if cost(padded, restored) < cost(stream, pixels) else stream
+
+    def _wavelet_or_bounded(self, array: np.ndarray, bits: int, step: float,
+                            slope: float | None = None) -> tuple[bytes, np.ndarray, float]:
+        """(stream, decoded pixels, lambda) of the cheaper of the wavelet stream and the
+        bounded-error one (``hybrid_lossy``); ``slope``: lambda, else the wavelet stream's."""
         lossy, lossy_id = lossy_model(WAVELET)
         shape = _SHAPE.pack(*array.shape, bits)
         body, pixels = lossy.encode_with_reconstruction(array, bits, step)
         best = WAVELET.tag + lossy_id + shape + body
         mse = float(np.mean(np.square(pixels - array)))
+        slope = 2.0 * math.log(2.0) * mse if slope is None else slope
         max_error = round((math.sqrt(1.0 + 12.0 * mse) - 1.0) / 2.0)
         if not 1 <= max_error <= HYBRID_MAX_ERROR:
-            return best
+            return best, pixels, slope
         causal, causal_id = lossless_model(CAUSAL)
-        body, pixels = causal.encode_with_reconstruction(array, bits, max_error)
+        body, bounded_pixels = causal.encode_with_reconstruction(array, bits, max_error)
         bounded = CAUSAL.tag + causal_id + shape + body
-        slope = 2.0 * math.log(2.0) * mse
         per_pixel = 8.0 / array.size
         cost_lossy = mse + slope * per_pixel * len(best)
-        cost_bounded = float(np.mean(np.square(pixels - array))) + slope * per_pixel * len(bounded)
-        return bounded if cost_bounded < cost_lossy else best
+        cost_bounded = (float(np.mean(np.square(bounded_pixels - array)))
+                        + slope * per_pixel * len(bounded))
+        if cost_bounded < cost_lossy:
+            return bounded, bounded_pixels, slope
+        return best, pixels, slope
 
     @staticmethod
     def _lossless_entry(with_previous: bool) -> ModelEntry:
@@ -195,13 +231,17 @@ class LearnedCodec(Codec):
             raise CorruptStreamError("not a medcodec learned-codec stream")
         return ZOO[bytes(data[:3])], bytes(data[3 : 3 + ID_BYTES])
 
-    def weights_of(self, data: bytes) -> tuple[str, str]:
-        """(kind tag, full SHA-256) of the weights file a decoder uses for this stream."""
+    def weights_of(self, data: bytes) -> list[tuple[str, str]]:
+        """(kind tag, full SHA-256) of each weights file a decoder uses for this stream (two
+        for a padded lossy slice: its mask's and its own)."""
+        if bytes(data[:3]) == PADDED_TAG:
+            mask, inner, _ = _split_padded(data)
+            return self.weights_of(mask) + self.weights_of(inner)
         entry, wanted = self._entry(data)
         name = weights.find_by_id(wanted, entry.pattern, entry.extra_weights())
         if name is None:
             raise CodecUnavailableError(f"no weights file with id {wanted.hex()} is installed")
-        return entry.tag.decode("ascii"), weights.sha256(name)
+        return [(entry.tag.decode("ascii"), weights.sha256(name))]
 
     def decode(self, data: bytes, shape: tuple[int, int], bits: int,
                previous: np.ndarray | None = None,
@@ -210,6 +250,17 @@ class LearnedCodec(Codec):
         the weights used must then be exactly those."""
         if not 1 <= bits <= self.max_bits:
             raise CorruptStreamError(f"medcodec stream claims {bits} bits")
+        if bytes(data[:3]) == PADDED_TAG:
+            if previous is not None:
+                raise CorruptStreamError("a padded lossy medcodec stream never depends on the "
+                                         "previous slice")
+            coded_mask, inner, value = _split_padded(data)
+            if value >= 1 << bits:
+                raise CorruptStreamError("padded medcodec stream names a padding value outside "
+                                         "the slice's range")
+            mask = self.decode(coded_mask, shape, 1, weights_sha256=weights_sha256)
+            pixels = self.decode(inner, shape, bits, weights_sha256=weights_sha256)
+            return np.where(mask == 1, np.asarray(value, pixels.dtype), pixels)
         entry, wanted = self._entry(data)
         inter = entry in (PEN_INTER, CAUSAL_INTER)
         if inter != (previous is not None):
@@ -262,6 +313,23 @@ class LearnedCodec(Codec):
                 f"install the medcodec version that wrote it (or point {entry.variable} at "
                 "its weights)")
         return name
+
+
+def _split_padded(data: bytes) -> tuple[bytes, bytes, int]:
+    """(mask stream, slice stream, padding value) of a ``PADDED_TAG`` stream."""
+    head = len(PADDED_TAG) + _PADDED.size
+    if len(data) < head:
+        raise CorruptStreamError("padded medcodec stream is truncated")
+    version, value, mask_length = _PADDED.unpack_from(data, len(PADDED_TAG))
+    if version != _PADDED_VERSION:
+        raise CorruptStreamError("padded medcodec stream was made by another version of "
+                                 "medcodec")
+    if mask_length > len(data) - head:
+        raise CorruptStreamError("padded medcodec stream is truncated")
+    mask, inner = bytes(data[head : head + mask_length]), bytes(data[head + mask_length :])
+    if PADDED_TAG in (mask[:3], inner[:3]):
+        raise CorruptStreamError("padded medcodec stream is damaged (nested padding)")
+    return mask, inner, value
 
 
 class _LossyVariant(LearnedCodec):
