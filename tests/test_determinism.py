@@ -41,6 +41,15 @@ def golden_clipped_input() -> MedImage:
                     rescale_intercept=-1024.0, modality="CT")
 
 
+def golden_padded_input() -> MedImage:
+    """Like ``golden_input`` with padding (-2048) outside a circle, as CT outside its field of
+    view: the lossy golden stream of a slice restored from a padding mask (``MCM``)."""
+    volume = golden_input().pixels.copy()
+    yy, xx = np.mgrid[0 : volume.shape[1], 0 : volume.shape[2]]
+    volume[:, (yy - 18) ** 2 + (xx - 14) ** 2 > 15**2] = -2048
+    return MedImage(volume, bits_stored=12, rescale_intercept=-1024.0, modality="CT")
+
+
 GOLDEN_CASES = {
     "golden_v1_jpegls_lossless.mdcx": {"codec": "jpegls"},
     "golden_v1_jpegls_near2.mdcx": {"codec": "jpegls", "mode": "near-lossless", "max_error": 2},
@@ -70,19 +79,23 @@ GOLDEN_CASES = {
                                       "max_error": 2, "input": "clipped"},
     "golden_v7_medcodec_inter.mdcx": {"codec": "medcodec", "inter_slice": 2,
                                       "input": "clipped"},
+    # v8: lossy medcodec with its padding restored from a mask (MCM around MCL and MCW)
+    "golden_v8_medcodec_lossy_padded.mdcx": {"codec": "medcodec", "mode": "lossy",
+                                             "quality": 16.0, "input": "padded"},
     # v4: the paper-literal lossy codec (learned transform around the DWT)
     "golden_v4_medcodec_transform.mdcx": {"codec": "medcodec-transform", "mode": "lossy",
                                           "quality": 16.0},
 }
 #: Lossy golden streams: the SHA-256 of their decoded pixels is fixed (bit-exact forever).
-LOSSY_GOLDEN = {"golden_v1_medcodec_lossy.mdcx", "golden_v4_medcodec_transform.mdcx"}
+LOSSY_GOLDEN = {"golden_v1_medcodec_lossy.mdcx", "golden_v4_medcodec_transform.mdcx",
+                "golden_v8_medcodec_lossy_padded.mdcx"}
 
 
 def _golden(case: str) -> tuple[MedImage, dict]:
     """The input image of a golden case and its compress options."""
     options = dict(GOLDEN_CASES[case])
-    image = golden_clipped_input() if options.pop("input", "") == "clipped" else golden_input()
-    return image, options
+    inputs = {"clipped": golden_clipped_input, "padded": golden_padded_input}
+    return inputs.get(options.pop("input", ""), golden_input)(), options
 
 
 def _sha(pixels: np.ndarray) -> str:
