@@ -167,20 +167,27 @@ def _cdf(v, location, scale, distribution: str):
                        1 - 0.5 * torch.exp(-z.clamp(min=0)))
 
 
-def binned_bits(target, location, log_scale, max_error, distribution: str = "laplace"):
-    """Code length (bits) of the near-lossless symbol of integer ``target`` (torch): the
-    codec rounds the location to an integer, quantises the residual with step 2D + 1 and
-    codes the bin, whose probability is the distribution's mass over the bin's pixels
-    (D = 0: the lossless code length)."""
+def _bin_edges(target, location, max_error):
+    """The pixel edges (relative to the prediction, torch) of the near-lossless bin that
+    holds ``target``: the codec rounds the location to an integer and quantises the residual
+    with step 2D + 1."""
     import torch
 
-    scale = torch.exp(log_scale).clamp(min=1e-3)
     centre = torch.floor(location + 0.5)
     step = 2 * max_error + 1
     r = target - centre
     q = torch.sign(r) * torch.floor((r.abs() + max_error) / step)
-    low = q * step - max_error + centre - 0.5
-    high = q * step + max_error + centre + 0.5
+    return q * step - max_error + centre - 0.5, q * step + max_error + centre + 0.5
+
+
+def binned_bits(target, location, log_scale, max_error, distribution: str = "laplace"):
+    """Code length (bits) of the near-lossless symbol of integer ``target`` (torch): the
+    probability of its bin (``_bin_edges``) is the distribution's mass over the bin's pixels
+    (D = 0: the lossless code length)."""
+    import torch
+
+    scale = torch.exp(log_scale).clamp(min=1e-3)
+    low, high = _bin_edges(target, location, max_error)
     p = (_cdf(high, location, scale, distribution)
          - _cdf(low, location, scale, distribution)).clamp(min=2.0**-16)
     return -torch.log2(p)
@@ -194,12 +201,7 @@ def bounded_bits(target, location, log_scale, max_error, prediction, top,
     import torch
 
     scale = torch.exp(log_scale).clamp(min=1e-3)
-    centre = torch.floor(location + 0.5)
-    step = 2 * max_error + 1
-    r = target - centre
-    q = torch.sign(r) * torch.floor((r.abs() + max_error) / step)
-    low = q * step - max_error + centre - 0.5
-    high = q * step + max_error + centre + 0.5
+    low, high = _bin_edges(target, location, max_error)
     below = torch.where(prediction + low <= -0.5, torch.zeros_like(low),
                         _cdf(low, location, scale, distribution))
     above = torch.where(prediction + high >= top + 0.5, torch.ones_like(high),
