@@ -14,7 +14,9 @@
   wavelet model, ``medcodec`` also tries the raster-scan coder with a bounded error whose
   distortion matches the wavelet stream's, and keeps whichever costs less in distortion +
   lambda * rate (:meth:`LearnedCodec.hybrid_lossy`): at high rates the bounded-error stream
-  wins. ``medcodec-wavelet`` codes with the wavelet model alone.
+  wins. A slice with padding outside its field of view is also coded with the padding filled
+  and restored from a one-bit mask (``PADDED_TAG``). ``medcodec-wavelet`` codes with the
+  wavelet model alone.
 
 Every stream starts with a kind tag and the first bytes of the SHA-256 of the weights that
 made it, then the image size and depth it codes. Decoding looks the weights up by that id among
@@ -169,11 +171,6 @@ class LearnedCodec(Codec):
         and restored from a mask (``PADDED_TAG``), and that wins when it costs less. The
         decoder follows the stream's tag, so every choice decodes with no flag."""
         stream, pixels, slope = self._wavelet_or_bounded(array, bits, step)
-        per_pixel = 8.0 / array.size
-
-        def cost(data: bytes, decoded: np.ndarray) -> float:
-            return float(np.mean(np.square(decoded - array))) + slope * per_pixel * len(data)
-
         mask = padding_mask(array)
         if mask is None:
             return stream
@@ -186,7 +183,9 @@ class LearnedCodec(Codec):
         padded = (PADDED_TAG + _PADDED.pack(_PADDED_VERSION, value, len(coded_mask))
                   + coded_mask + inner)
         restored = np.where(mask, value, inner_pixels)
-        return padded if cost(padded, restored) < cost(stream, pixels) else stream
+        cheaper = (_rd_cost(padded, restored, array, slope)
+                   < _rd_cost(stream, pixels, array, slope))
+        return padded if cheaper else stream
 
     def _wavelet_or_bounded(self, array: np.ndarray, bits: int, step: float,
                             slope: float | None = None) -> tuple[bytes, np.ndarray, float]:
@@ -204,11 +203,7 @@ class LearnedCodec(Codec):
         causal, causal_id = lossless_model(CAUSAL)
         body, bounded_pixels = causal.encode_with_reconstruction(array, bits, max_error)
         bounded = CAUSAL.tag + causal_id + shape + body
-        per_pixel = 8.0 / array.size
-        cost_lossy = mse + slope * per_pixel * len(best)
-        cost_bounded = (float(np.mean(np.square(bounded_pixels - array)))
-                        + slope * per_pixel * len(bounded))
-        if cost_bounded < cost_lossy:
+        if _rd_cost(bounded, bounded_pixels, array, slope) < _rd_cost(best, pixels, array, slope):
             return bounded, bounded_pixels, slope
         return best, pixels, slope
 
@@ -313,6 +308,12 @@ class LearnedCodec(Codec):
                 f"install the medcodec version that wrote it (or point {entry.variable} at "
                 "its weights)")
         return name
+
+
+def _rd_cost(data: bytes, decoded: np.ndarray, original: np.ndarray, slope: float) -> float:
+    """``mse + lambda * bpp`` of a candidate stream (``hybrid_lossy``)."""
+    return (float(np.mean(np.square(decoded - original)))
+            + slope * 8.0 * len(data) / original.size)
 
 
 def _split_padded(data: bytes) -> tuple[bytes, bytes, int]:
