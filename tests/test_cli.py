@@ -161,6 +161,27 @@ def test_decompress_selected_slices(tmp_path: Path) -> None:
                               str(tmp_path / "t.npy"), "--slices", "9"), "outside")
 
 
+def test_info_names_the_weights_a_learned_container_uses(tmp_path: Path) -> None:
+    """A padded lossy slice needs the raster-scan model for its mask: ``info`` names every
+    model the streams use (from the header's weights_sha256), not only the codec."""
+    yy, xx = np.mgrid[0:64, 0:72]
+    volume = (1200 + 3 * xx + 2 * yy + (xx * yy) % 7).astype(np.int16)
+    volume[(yy - 32) ** 2 + (xx - 36) ** 2 > 30**2] = -2000  # padding outside the circle
+    source = tmp_path / "padded.npy"
+    np.save(source, volume[None])
+    out = tmp_path / "padded.mdcx"
+    result = run("compress", str(source), "-o", str(out), "--codec", "medcodec", "--mode",
+                 "lossy", "--quality", "16")
+    assert result.returncode == 0, result.stderr
+    info = run("info", str(out))
+    assert info.returncode == 0, info.stderr
+    used = next(line for line in info.stdout.splitlines() if line.startswith("weights used:"))
+    assert "causal " in used
+    lossless = tmp_path / "plain.mdcx"
+    assert run("compress", str(source), "-o", str(lossless)).returncode == 0
+    assert "weights used:" not in run("info", str(lossless)).stdout  # jpegls: no weights
+
+
 def test_info_codecs_banner() -> None:
     result = run("info", "--codecs")
     assert result.returncode == 0

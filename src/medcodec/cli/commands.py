@@ -305,6 +305,17 @@ def info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _weights_used(digests: dict[str, str]) -> str:
+    """The models a learned container's streams need (its header's ``weights_sha256``), as
+    the zoo names them with their stream id."""
+    from medcodec.models.zoo import ZOO
+
+    names = {kind: ZOO[kind.encode("ascii")].summary for kind in digests
+             if kind.encode("ascii") in ZOO}
+    return ", ".join(f"{names.get(kind, kind)} {digest[:8]}"
+                     for kind, digest in sorted(digests.items()))
+
+
 def _dicom_summary(blob: bytes) -> dict[str, Any]:
     import io
     import warnings
@@ -343,6 +354,8 @@ def _container_info(path: Path) -> dict[str, Any]:
             "modality": image.get("modality"),
             "source": f"{image.get('source_format')} {image.get('source_name') or ''}".strip(),
             "codec": f"{codec['name']} ({codec.get('version')})",
+            **({"weights used": _weights_used(codec["weights_sha256"])}
+               if codec.get("weights_sha256") else {}),
             "mode": codec["mode"] + (f", max error {codec['max_error']}"
                                      if codec.get("max_error") else ""),
             "size": f"{nbytes} bytes, {8 * nbytes / pixels:.3f} bpp, "
