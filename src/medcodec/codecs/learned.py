@@ -152,9 +152,9 @@ class LearnedCodec(Codec):
         max_error = spec.max_error if spec.mode is Mode.NEAR_LOSSLESS else 0
         if spec.mode is Mode.LOSSY:
             entry = self.lossy_entry()
-            lossy, model_id = lossy_model(entry)
             if self.hybrid and entry is WAVELET and self._lossless_entry(False) is CAUSAL:
                 return self.hybrid_lossy(array, bits, self.knob_value(spec))
+            lossy, model_id = lossy_model(entry)
             body = lossy.encode(array, bits, self.knob_value(spec))
         else:
             entry = self._lossless_entry(previous is not None)

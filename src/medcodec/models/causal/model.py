@@ -340,10 +340,8 @@ def _fits_kernel(net: IntMLP) -> bool:
 
 def _edges(symbols: np.ndarray, locs: np.ndarray, top: int, max_error: int) -> np.ndarray:
     """1 where a symbol is the lowest its pixel allows, 2 where the highest (not also the
-    lowest), else 0: ``kernels.symbol_bounds`` on arrays."""
-    step = 2 * max_error + 1
-    low = -((locs + max_error) // step)
-    high = (top - locs + max_error) // step
+    lowest), else 0: ``kernels.symbol_bounds`` itself (its Python body), on arrays."""
+    low, high = kernels.symbol_bounds.py_func(locs, top, max_error)
     return np.where(symbols == low, 1, np.where(symbols == high, 2, 0))
 
 
