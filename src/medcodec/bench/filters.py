@@ -86,8 +86,9 @@ def code_slices(model: wl.WaveletModel, images: Sequence, steps: Sequence[float]
         shifted = pixels - low
         for step in steps:
             data = model.encode(shifted, bits, float(step))
-            s, levels, q_all, _ = model.decode_coefficients(data, shifted.shape)
-            decoded = model.synthesise(q_all, s, levels, shifted.shape, bits, use_filter=False)
+            s, levels, q_all, flags = model.decode_coefficients(data, shifted.shape)
+            decoded = model.synthesise(q_all, s, levels, shifted.shape, bits, use_filter=False,
+                                       dependent=wl.is_dependent(flags))
             out.append(Coded(image.id, float(step), bits, low, pixels, decoded,
                              8 * len(data) / pixels.size, image.slope, image.intercept))
         log(f"  coded {n + 1}/{len(images)}: {image.id}")

@@ -97,11 +97,11 @@ class LaplaceTables:
         radius = self.radius[indices].astype(np.int64)
         escaped = np.abs(symbols) > radius
         codes = np.where(escaped, 2 * radius + 1, symbols + radius)
-        return self._bits[self.offsets[indices] + codes] + 32.0 * escaped
+        return self.code_length_table[self.offsets[indices] + codes] + 32.0 * escaped
 
     @functools.cached_property
-    def _bits(self) -> np.ndarray:
-        """Code length of every entry of ``freqs`` (computed once)."""
+    def code_length_table(self) -> np.ndarray:
+        """Code length in bits of every entry of ``freqs`` (computed once)."""
         return np.log2(TOTAL / self.freqs.astype(np.float64))
 
     def as_arrays(self, prefix: str = "entropy.") -> dict[str, np.ndarray]:

@@ -18,6 +18,9 @@ Following Dai (Sci Rep 2025), in the form that trains on a CPU and decodes bit-e
   integer arithmetic (:mod:`medcodec.models.intnet`, softmax through an integer table), so the
   decoder derives the same Laplace table index as the encoder on any machine. Each subband is
   coded in two checkerboard passes; the second pass sees its four decoded neighbours.
+* **Encoder-side choices**, flagged in the header: dependent (trellis-coded) quantisation of
+  the detail bands (:mod:`medcodec.models.wavelet.trellis`), and per-image shifts of the
+  table indices, which correct the model on an image unlike its training data.
 * **Synthesis**: learned reconstruction points inside each quantiser bin (decoder-side
   estimation), inverse DWT, then the trainable 3x3 spatial filter (integer taps, one set per
   rate band), a separate stage that can be switched off.
@@ -63,6 +66,7 @@ from medcodec.models.wavelet.model import (
     SCALE_MIN,
     WaveletModel,
     build_tables,
+    is_dependent,
     scale_step,
 )
 from medcodec.models.wavelet.passes import (
@@ -130,6 +134,7 @@ __all__ = [
     "dpcm_residuals",
     "expand_blocks",
     "filter_band",
+    "is_dependent",
     "levels_for",
     "log4",
     "neighbour_stats",
