@@ -92,11 +92,9 @@ def _trellis(a: np.ndarray, sign: np.ndarray, index: np.ndarray, step: float, ga
                     recon = m + offsets[min(m, 3) - 1] / 256.0
                 else:
                     recon = m - 0.5
-                symbol = m * sign[i]
-                if m > r:
-                    rate = bits[base + 2 * r + 1] + 32.0
-                else:
-                    rate = bits[base + symbol + r]
+                escaped = m > r  # the escape symbol, then 32 bits
+                rate = (bits[base + 2 * r + 1] + 32.0 if escaped
+                        else bits[base + m * sign[i] + r])
                 error = a[i] - recon
                 costs[j] = scale * error * error + lam * rate
             for s in range(2 * quant, 2 * quant + 2):
