@@ -57,6 +57,17 @@ class GroupedCoder:
         return model
 
     def encode(self, symbols: np.ndarray, indices: np.ndarray) -> bytes:
+        return self.encode_parts([(symbols, indices)])
+
+    def encode_parts(self, parts: Sequence[tuple[np.ndarray, np.ndarray]]) -> bytes:
+        """Several parts (symbols, table indices) in one ANS stream, to be read back in order
+        with :meth:`decoder`: no framing and one final state instead of one per part."""
+        coder = self._stack.AnsCoder()
+        for symbols, indices in reversed(parts):  # a stack: push what is read last first
+            self._push(coder, symbols, indices)
+        return coder.get_compressed().astype("<u4").tobytes()
+
+    def _push(self, coder: object, symbols: np.ndarray, indices: np.ndarray) -> None:
         symbols = np.asarray(symbols, dtype=np.int64).ravel()
         indices = np.asarray(indices, dtype=np.int64).ravel()
         if symbols.shape != indices.shape:
@@ -64,9 +75,7 @@ class GroupedCoder:
         radius = self.tables.radius[indices].astype(np.int64)
         escaped = np.abs(symbols) > radius
         codes = np.where(escaped, 2 * radius + 1, symbols + radius)
-        coder = self._stack.AnsCoder()
-        # a stack: push what the decoder reads last first
-        if escaped.any():
+        if escaped.any():  # read after the part's symbols
             values = symbols[escaped]
             payload = (values + (1 << 31)).astype(np.uint64)
             halves = np.stack([payload >> 16, payload & 0xFFFF], axis=1).ravel()
@@ -75,36 +84,60 @@ class GroupedCoder:
         ordered = codes[groups.order].astype(np.int32)
         for index, start, stop in reversed(groups.runs):
             coder.encode_reverse(ordered[start:stop], self._categorical(index))
-        return coder.get_compressed().astype("<u4").tobytes()
 
     def decode(self, data: bytes, indices: np.ndarray) -> np.ndarray:
+        return self.decoder(data).decode(indices)
+
+    def decoder(self, data: bytes) -> PartDecoder:
+        """A reader of the parts of :meth:`encode_parts`, one :meth:`PartDecoder.decode` per
+        part, in order."""
+        if len(data) % 4:
+            raise CorruptStreamError("entropy-coded stream has a partial word")
+        try:
+            coder = self._stack.AnsCoder(np.frombuffer(data, dtype="<u4").astype(np.uint32))
+        except (ValueError, RuntimeError, AssertionError) as exc:
+            raise CorruptStreamError(f"entropy-coded stream does not decode: {exc}") from None
+        return PartDecoder(self, coder)
+
+
+class PartDecoder:
+    """Reads the parts of one ANS stream in the order they were given to the encoder."""
+
+    def __init__(self, owner: GroupedCoder, coder: object) -> None:
+        self._owner = owner
+        self._coder = coder
+
+    def decode(self, indices: np.ndarray) -> np.ndarray:
+        """The next part's symbols, given every symbol's table index."""
+        owner, coder = self._owner, self._coder
         indices = np.asarray(indices, dtype=np.int64)
         shape = indices.shape
         indices = indices.ravel()
-        if len(data) % 4:
-            raise CorruptStreamError("entropy-coded stream has a partial word")
-        if indices.size and (indices.min() < 0 or indices.max() >= len(self.tables)):
+        if indices.size and (indices.min() < 0 or indices.max() >= len(owner.tables)):
             raise CorruptStreamError("table index out of range")
-        words = np.frombuffer(data, dtype="<u4").astype(np.uint32)
         try:
-            coder = self._stack.AnsCoder(words)
             codes = np.empty(indices.size, dtype=np.int64)
             groups = _groups(indices)
             ordered = np.empty(indices.size, dtype=np.int64)
             for index, start, stop in groups.runs:
-                ordered[start:stop] = coder.decode(self._categorical(index), stop - start)
+                ordered[start:stop] = coder.decode(owner._categorical(index), stop - start)
             codes[groups.order] = ordered
-            radius = self.tables.radius[indices].astype(np.int64)
+            radius = owner.tables.radius[indices].astype(np.int64)
             escaped = codes == 2 * radius + 1
             symbols = codes - radius
             count = int(escaped.sum())
             if count:
-                halves = coder.decode(self._model.Uniform(_HALF), 2 * count).astype(np.int64)
+                halves = coder.decode(owner._model.Uniform(_HALF), 2 * count).astype(np.int64)
                 values = (halves[0::2] << 16 | halves[1::2]) - (1 << 31)
                 symbols[escaped] = values
         except (ValueError, RuntimeError, AssertionError) as exc:
             raise CorruptStreamError(f"entropy-coded stream does not decode: {exc}") from None
         return symbols.reshape(shape)
+
+    def finish(self, what: str) -> None:
+        """Every word read: anything left means a damaged stream or a different model."""
+        if not self._coder.is_empty():
+            raise CorruptStreamError(f"{what} has data left after its last part")
 
 
 def join_segments(segments: Sequence[bytes]) -> bytes:
