@@ -82,13 +82,16 @@ GOLDEN_CASES = {
     # v8: lossy medcodec with its padding restored from a mask (MCM around MCL and MCW)
     "golden_v8_medcodec_lossy_padded.mdcx": {"codec": "medcodec", "mode": "lossy",
                                              "quality": 16.0, "input": "padded"},
+    # v9: wavelet stream version 2 (one ANS stream), dependent quantisation, table shifts
+    "golden_v9_medcodec_wavelet_dq.mdcx": {"codec": "medcodec-wavelet", "mode": "lossy",
+                                           "quality": 16.0},
     # v4: the paper-literal lossy codec (learned transform around the DWT)
     "golden_v4_medcodec_transform.mdcx": {"codec": "medcodec-transform", "mode": "lossy",
                                           "quality": 16.0},
 }
 #: Lossy golden streams: the SHA-256 of their decoded pixels is fixed (bit-exact forever).
 LOSSY_GOLDEN = {"golden_v1_medcodec_lossy.mdcx", "golden_v4_medcodec_transform.mdcx",
-                "golden_v8_medcodec_lossy_padded.mdcx"}
+                "golden_v8_medcodec_lossy_padded.mdcx", "golden_v9_medcodec_wavelet_dq.mdcx"}
 
 
 def _golden(case: str) -> tuple[MedImage, dict]:

@@ -219,3 +219,109 @@ def test_damaged_padded_streams_are_clear_errors(damage: str) -> None:
         struct.pack_into("<I", data, 4, 1 << 12)
     with pytest.raises(CorruptStreamError):
         codec.decode(bytes(data), image.shape, 12)
+
+
+def test_dependent_quantisers_follow_the_parity_state_machine() -> None:
+    from medcodec.models.wavelet.trellis import dependent_dequantise, quantiser_of
+
+    # one row: phase 0 is columns 0, 2, 4, 6 and phase 1 columns 1, 3, 5, 7, each from state 0
+    q = np.array([[1, 5, 0, 5, 2, 5, 1, 5]])
+    # phase 0 levels 1, 0, 2, 1: states 0 -> 2 -> 1 -> 2, so Q0, Q1, Q0, Q1
+    # phase 1 levels all odd: states 0 -> 2 -> 3 -> 1, so Q0, Q1, Q1, Q0
+    expected = np.array([[0, 0, 1, 1, 0, 1, 1, 0]], bool)
+    assert np.array_equal(quantiser_of(q), expected)
+    values = dependent_dequantise(q, 10.0, np.zeros(3))
+    assert values[0, 0] == 10.0 and values[0, 2] == 0.0 and values[0, 3] == 45.0
+    assert values[0, 1] == 50.0  # Q0 at 5 steps
+
+
+def test_trellis_finds_the_cheapest_path() -> None:
+    """Against every sequence of levels 0..4 (with the coefficient's sign) whose levels are
+    among the candidates of the quantiser they land in."""
+    import itertools
+
+    from medcodec.codecs.learned import DEFAULT_LOSSY_WEIGHTS, load_model
+    from medcodec.models.wavelet.trellis import TRANSITIONS, trellis_levels
+
+    model, _ = load_model("wavelet", DEFAULT_LOSSY_WEIGHTS)
+    tables, offsets = model.tables, np.array([0, 12, 21])
+    rng = np.random.default_rng(5)
+    coeffs = rng.laplace(0, 14, 6)
+    index = rng.integers(20, 50, 6)
+    step, gain, lam = 10.0, 1.1, 0.07 * 100
+
+    def cost(levels: np.ndarray) -> float | None:
+        total, state = 0.0, 0
+        for c, k in zip(coeffs, levels, strict=True):
+            a, m, q1 = abs(c) / step, abs(int(k)), state >= 2
+            low = int(np.floor(a + 0.5)) if q1 else int(np.floor(a))
+            if m not in (0, low, low + 1):
+                return None
+            recon = 0.0 if m == 0 else (m - 0.5 if q1 else m + offsets[min(m, 3) - 1] / 256)
+            total += gain * ((a - recon) * step) ** 2
+            state = TRANSITIONS[state, m & 1]
+        return total + lam * float(tables.code_lengths(levels, index).sum())
+
+    sign = np.where(coeffs < 0, -1, 1)
+    costs = [cost(np.array(m) * sign) for m in itertools.product(range(5), repeat=6)]
+    best = min(c for c in costs if c is not None)
+    found = trellis_levels(coeffs, step, offsets, index, tables, gain, lam)
+    assert cost(found) == pytest.approx(best, rel=1e-12)
+
+
+def test_table_shifts_follow_the_data() -> None:
+    from medcodec.codecs.learned import DEFAULT_LOSSY_WEIGHTS, load_model
+    from medcodec.models.wavelet.model import SHIFT_EDGES, best_shifts, shifted
+
+    model, _ = load_model("wavelet", DEFAULT_LOSSY_WEIGHTS)
+    tables = model.tables
+    rng = np.random.default_rng(2)
+    levels = np.round(rng.laplace(0, 6.0, 20000)).astype(np.int64)
+    right = int(tables.index_for(np.array([6.0]))[0])
+    assert np.array_equal(best_shifts(tables, levels, np.full(levels.size, right)), [0] * 5)
+    low = np.full(levels.size, right - 9)  # a model that expects too narrow a distribution
+    shift = best_shifts(tables, levels, low)
+    group = int(np.digitize(right - 9, SHIFT_EDGES))
+    assert 7 <= shift[group] <= 11
+    assert not np.delete(shift, group).any()  # groups with no values stay at 0
+    before = tables.code_lengths(levels, low).sum()
+    after = tables.code_lengths(levels, shifted(low, shift, len(tables))).sum()
+    assert after < 0.9 * before
+
+
+@pytest.mark.parametrize(("trellis", "shifts"), [(0.0, False), (0.07, False), (0.0, True),
+                                                 (0.07, True)])
+def test_dependent_quantisation_and_table_shifts_decode_exactly(trellis: float,
+                                                                shifts: bool) -> None:
+    from dataclasses import replace
+
+    from medcodec.codecs.learned import DEFAULT_LOSSY_WEIGHTS, load_model
+
+    model, _ = load_model("wavelet", DEFAULT_LOSSY_WEIGHTS)
+    variant = replace(model, trellis=trellis, shifts=shifts)
+    image = (smooth_image((70, 61), 12).astype(np.int64) // 2
+             + random_image((70, 61), 5, False, seed=3).astype(np.int64))
+    data, pixels = variant.encode_with_reconstruction(image, 12, 12.0)
+    assert np.array_equal(model.decode(data, image.shape, 12), pixels)  # flags decide
+    plain, plain_pixels = replace(model, trellis=0.0, shifts=False).encode_with_reconstruction(
+        image, 12, 12.0)
+    if trellis or shifts:
+        assert data != plain
+    if trellis:  # the union of the two quantisers is finer: less error at the same step
+        assert np.mean((pixels - image) ** 2) < 0.9 * np.mean((plain_pixels - image) ** 2)
+
+
+def test_damaged_single_stream_parts_are_clear_errors() -> None:
+    from medcodec.codecs.learned import DEFAULT_LOSSY_WEIGHTS, load_model
+    from medcodec.models.wavelet.model import _HEADER
+
+    model, _ = load_model("wavelet", DEFAULT_LOSSY_WEIGHTS)
+    image = smooth_image((64, 64), 12).astype(np.int64)
+    data = model.encode(image, 12, 8.0)
+    assert data[0] == 2  # stream version 2: one ANS stream
+    bad_table = bytearray(data)
+    bad_table[_HEADER.size] = 200  # the first side part's table byte
+    extra = data + bytes(4)  # one more word: data left after the last part
+    for broken in (bytes(bad_table), extra, data[: _HEADER.size + 1], data[:-4]):
+        with pytest.raises(CorruptStreamError):
+            model.decode(broken, image.shape, 12)
