@@ -121,12 +121,13 @@ class WaveletModel:
     #: 0.07: -2.4%, 0.13: -3.0%, 0.2: -2.0%, 0.3: +0.5%).
     rdo: float = 0.11
     #: Dependent (trellis-coded) quantisation of the detail bands (encoder choice, flagged in
-    #: the stream): the trellis's Lagrange factor, as ``rdo``; 0 codes without it. 0.07
-    #: measured best (BD-rate against the RDO quantiser, 8 validation CT slices, with table
-    #: shifts: 0.06 / 0.08 / 0.10: -1.4 / -1.5 / -1.2%; the 0.11 of plain RDO: +0.5%).
+    #: the stream): the trellis's Lagrange factor, as ``rdo``; 0 codes without it. BD-rate
+    #: against the RDO quantiser on 8 validation CT slices: with table shifts, 0.06 / 0.08 /
+    #: 0.10: -1.4 / -1.5 / -1.2%; alone, 0.03 / 0.06 / 0.08 / 0.11 / 0.15: +0.6 / -1.4 / -1.4
+    #: / -0.9 / +0.5%.
     trellis: float = 0.07
     #: Per-image table shifts (encoder choice, flagged in the stream): -2.9% BD-rate on the
-    #: same slices, -5 to -7% on the slices least like the training CT.
+    #: same slices, -3 to -7% on the slices least like the training CT.
     shifts: bool = True
 
     def __post_init__(self) -> None:
