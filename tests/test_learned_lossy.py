@@ -325,3 +325,27 @@ def test_damaged_single_stream_parts_are_clear_errors() -> None:
     for broken in (bytes(bad_table), extra, data[: _HEADER.size + 1], data[:-4]):
         with pytest.raises(CorruptStreamError):
             model.decode(broken, image.shape, 12)
+
+
+@pytest.mark.parametrize("schedule", [2, 4])
+def test_pass_schedules_cover_every_coefficient_once(schedule: int) -> None:
+    from medcodec.models.wavelet.passes import BandPass
+    from medcodec.models.wavelet.trellis import quantiser_of
+
+    for shape in [(1, 1), (1, 5), (4, 4), (7, 9)]:
+        band = BandPass(0, 0, 1.0, None, np.zeros(shape, np.int64), schedule)
+        seen = np.zeros(shape, int)
+        for pos, known in band.phases():
+            assert not (known & pos).any()
+            assert np.array_equal(known, seen > 0)
+            seen += pos
+        assert (seen == 1).all()
+    # the lattice: (even, even), (odd, odd), (even, odd), (odd, even), each from state 0
+    q = np.array([[1, 3], [0, 5]])
+    if schedule == 4:  # one coefficient per pass: all at state 0
+        assert not quantiser_of(q, 4).any()
+    else:  # (0, 0) then (1, 1), and (0, 1) then (1, 0): the second of each after an odd level
+        assert np.array_equal(quantiser_of(q, 2), [[False, False], [True, True]])
+    row = np.array([[1, 0, 1, 0, 1]])
+    if schedule == 4:  # columns 0, 2, 4 in the first pass: Q0 then Q1 (after an odd level)
+        assert np.array_equal(quantiser_of(row, 4)[0, ::2], [False, True, True])

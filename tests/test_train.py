@@ -59,19 +59,24 @@ def test_refuses_overwrite_and_overlapping_split(tmp_path: Path) -> None:
                  "--steps", "1", "--out", str(tmp_path / "x.safetensors"), "-q"]) != 0
 
 
-def test_wavelet_train_smoke(tmp_path: Path, capsys) -> None:
+@pytest.mark.parametrize("passes", ["2", "4"])
+def test_wavelet_train_smoke(passes: str, tmp_path: Path, capsys) -> None:
     from medcodec.models.wavelet_latent import WaveletModel
     from medcodec.weights import load
 
     train, val = _folders(tmp_path)
     out = tmp_path / "wl.safetensors"
     assert main(["train", "--model", "wavelet", "--data", str(train), "--val", str(val),
-                 "--modality", "any", "--steps", "10", "--out", str(out), "-q"]) == 0
+                 "--modality", "any", "--steps", "10", "--passes", passes, "--out", str(out),
+                 "-q"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert len(report["validation"]["bpp"]) == 3
     model = WaveletModel.from_arrays(load(str(out))[0])
+    assert model.schedule == int(passes) and not model.use_filter
     image = smooth_image((40, 33), 12).astype(np.int64)
-    decoded = model.decode(model.encode(image, 12, 8.0), image.shape, 12)
+    data, pixels = model.encode_with_reconstruction(image, 12, 8.0)
+    decoded = model.decode(data, image.shape, 12)
+    assert np.array_equal(decoded, pixels)
     assert np.abs(decoded - image).mean() < 20
 
 

@@ -42,6 +42,9 @@ def add_parser(subparsers: Any, parents: Sequence[argparse.ArgumentParser] = ())
                         "values train a fixed-rate model)")
     p.add_argument("--no-attention", action="store_true",
                    help="wavelet, transform: model without cross-attention (ablation)")
+    p.add_argument("--passes", type=int, choices=[2, 4], default=2,
+                   help="wavelet: coding passes per band: 2 (checkerboard, default) or 4 "
+                        "(2x2 lattice, 8-neighbour context)")
     p.add_argument("--distribution", choices=["laplace", "logistic"], default="laplace",
                    help="causal: shape of the coding distribution the network's scales index "
                         "(default laplace)")
@@ -195,7 +198,7 @@ def _run_transform(args: argparse.Namespace, out: Path, train_series, val, quiet
 def _run_wavelet(args: argparse.Namespace, out: Path, train_series, val, quiet: bool) -> int:
     from medcodec.train.wavelet import WaveletSettings, train
 
-    settings = WaveletSettings(**_lossy_settings(args))
+    settings = WaveletSettings(**_lossy_settings(args), schedule=args.passes)
     model = train(train_series, val, settings, log_path=Path(args.log) if args.log else None,
                   progress=not quiet,
                   log=(lambda m: None) if quiet else (lambda m: print(m, file=sys.stderr)))

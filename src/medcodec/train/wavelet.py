@@ -40,6 +40,7 @@ class WaveletSettings:
     seed: int = 0
     threads: int = 2
     use_attention: bool = True
+    schedule: int = 2  # passes per band: 2 (checkerboard) or 4 (2x2 lattice, 8 neighbours)
 
 
 def _torch_band_net(hidden: int):
@@ -120,7 +121,7 @@ def code_length(scale_index, q):
     return -torch.log2((cdf(q + 0.5) - cdf(q - 0.5)).clamp(min=1e-9))
 
 
-def initial_model(nets=None, use_attention: bool = True) -> wl.WaveletModel:
+def initial_model(nets=None, use_attention: bool = True, schedule: int = 2) -> wl.WaveletModel:
     """A model with default step weights, midpoint reconstruction and an identity filter."""
     identity = np.zeros((len(wl.FILTER_BANDS) + 1, 9), np.int64)
     identity[:, 4] = 1 << 12
@@ -132,7 +133,7 @@ def initial_model(nets=None, use_attention: bool = True) -> wl.WaveletModel:
     return wl.WaveletModel([to_band_net(n) for n in nets],
                            np.ones(1 + 3 * wl.LEVELS), np.full((3, 3), 26, np.int64),
                            identity, default_thresholds(), wl.build_tables(),
-                           use_attention=use_attention)
+                           use_attention=use_attention, schedule=schedule)
 
 
 def extract(slices: Sequence[np.ndarray], settings: WaveletSettings, rng: np.random.Generator,
@@ -162,7 +163,7 @@ def extract(slices: Sequence[np.ndarray], settings: WaveletSettings, rng: np.ran
                 return qs, z
 
             for band in wl.band_passes(q_ll, model.ll_activity(q_ll), levels, steps,
-                                       model.thresholds, level_start):
+                                       model.thresholds, level_start, model.schedule):
                 o, depth, q = band.orient, band.depth, band.q
                 mag = np.abs(q)
                 ratio = np.abs(bands.details[depth][o]) / band.step
@@ -175,12 +176,13 @@ def extract(slices: Sequence[np.ndarray], settings: WaveletSettings, rng: np.ran
                 cells = wl.neighbourhood(sources)
                 ph, pw = sources.shape[:2]
                 ratio = 1 if (ph, pw) == q.shape else 2
-                for pos, known in band.phases():
+                for phase, (pos, known) in enumerate(band.phases()):
                     keep = pos & (rng.random(q.shape) < min(1.0, settings.sample_fraction
                                                             * 4 ** (levels - 1 - depth)))
                     if keep.any():
-                        f = wl.pass_features(static, np.where(known, q, 0), known, keep,
-                                             model.thresholds)
+                        f = wl.pass_features(
+                            static, np.where(known, q, 0), known, keep, model.thresholds,
+                            phase if model.schedule == 4 else None, model.schedule == 4)
                         rr, cc = np.nonzero(keep)
                         cell = np.minimum(rr // ratio, ph - 1) * pw + \
                             np.minimum(cc // ratio, pw - 1)
@@ -239,7 +241,7 @@ def train(train_series: Sequence[Series], val_series: Sequence[Series],
     val_slices = [s for series in val_series for s in series.slices]
     log(f"training on {len(train_slices)} slices of {len(train_series)} series; "
         f"validating on {len(val_slices)} slices of {len(val_series)} series")
-    base = initial_model()
+    base = initial_model(schedule=settings.schedule)
     samples, offsets = extract(train_slices, settings, rng, base)
     val_samples = extract(val_slices[:8], settings, rng, base)[0] if val_slices else None
     nets = []
@@ -292,10 +294,11 @@ def train(train_series: Sequence[Series], val_series: Sequence[Series],
     finally:
         if log_file:
             log_file.close()
-    model = initial_model(nets, settings.use_attention)
+    model = initial_model(nets, settings.use_attention, settings.schedule)
     model.recon_offsets = np.clip(offsets, -128, 255)
     model.filter_taps = fit_filter(model, train_slices[:: max(1, len(train_slices) // 24)],
                                    rng, settings)
+    model.use_filter = False  # fitted, but off: it cost PSNR on validation (RESULTS-LEARNED)
     return model
 
 

@@ -41,12 +41,16 @@ def _up(parent: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return parent.ravel()[parent_cells(parent.shape, shape)].reshape(shape)
 
 
-def neighbour_stats(q: np.ndarray, known: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sum and max of |q| over the 4 neighbours already decoded (``known``), edges mirrored."""
+def neighbour_stats(q: np.ndarray, known: np.ndarray, diagonal: bool = False
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Sum and max of |q| over the 4 neighbours (with ``diagonal``, the 8) already decoded
+    (``known``), edges mirrored."""
     a = np.where(known, np.abs(q), 0)
     p = np.pad(a, 1, mode="reflect") if min(a.shape) > 1 else np.pad(a, 1, mode="edge")
     h, w = a.shape
     nb = [p[0:h, 1:w + 1], p[2:h + 2, 1:w + 1], p[1:h + 1, 0:w], p[1:h + 1, 2:w + 2]]
+    if diagonal:
+        nb += [p[0:h, 0:w], p[0:h, 2:w + 2], p[2:h + 2, 0:w], p[2:h + 2, 2:w + 2]]
     return sum(nb), np.maximum.reduce(nb)
 
 
@@ -86,10 +90,14 @@ def band_static(ctx: BandContext, shape: tuple[int, int], thresholds: np.ndarray
 
 
 def pass_features(static: np.ndarray, q: np.ndarray, known: np.ndarray,
-                  positions: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
-    """(N, FEATURES): the band's static features plus what the first checkerboard pass gave."""
-    total, peak = neighbour_stats(q, known)
-    extra = np.stack([np.full(total.shape, int(known.any())), log4(total, thresholds),
+                  positions: np.ndarray, thresholds: np.ndarray, phase: int | None = None,
+                  diagonal: bool = False) -> np.ndarray:
+    """(N, FEATURES): the band's static features plus what the earlier passes gave: the pass
+    number (by default 0 before any coefficient is known, else 1: the checkerboard's two),
+    and the neighbours' sum and max (4 neighbours, or 8 with ``diagonal``)."""
+    total, peak = neighbour_stats(q, known, diagonal)
+    started = int(known.any()) if phase is None else phase
+    extra = np.stack([np.full(total.shape, started), log4(total, thresholds),
                       log4(peak, thresholds)], axis=-1)
     return np.concatenate([static[positions], extra[positions]], axis=1)
 

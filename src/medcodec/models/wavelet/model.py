@@ -38,6 +38,7 @@ from medcodec.models.wavelet.passes import band_passes
 from medcodec.models.wavelet.schedule import (
     LEVELS,
     ORIENTS,
+    SCHEDULES,
     band_steps,
     dequantise,
     levels_for,
@@ -129,6 +130,9 @@ class WaveletModel:
     #: Per-image table shifts (encoder choice, flagged in the stream): -2.9% BD-rate on the
     #: same slices, -3 to -7% on the slices least like the training CT.
     shifts: bool = True
+    #: Passes per detail band (schedule.SCHEDULES): 2, the checkerboard, or 4, the 2x2
+    #: lattice with 8-neighbour context; a property of the trained network.
+    schedule: int = 2
 
     def __post_init__(self) -> None:
         self._coder = GroupedCoder(self.tables)
@@ -148,14 +152,15 @@ class WaveletModel:
         static = static.reshape(-1, STATIC)
         width = STATIC + HEADS * VALUE_DIM
 
-        def index(q: np.ndarray, known: np.ndarray, positions: np.ndarray) -> np.ndarray:
-            """Table index of every coefficient at ``positions``: the MLP on the band's
-            static features, the attention output and the pass features of
+        def index(q: np.ndarray, known: np.ndarray, positions: np.ndarray,
+                  phase: int) -> np.ndarray:
+            """Table index of every coefficient at ``positions`` (pass ``phase``): the MLP
+            on the band's static features, the attention output and the pass features of
             :func:`pass_features` (the inputs training sees), in row blocks on the pool."""
             where = np.flatnonzero(positions)
-            total, peak = neighbour_stats(q, known)
+            total, peak = neighbour_stats(q, known, self.schedule == 4)
             total, peak = total.ravel(), peak.ravel()
-            started = float(known.any())
+            started = float(phase if self.schedule == 4 else known.any())
 
             def run(block: np.ndarray) -> np.ndarray:
                 feats = np.empty((block.size, width + 3))
@@ -243,11 +248,11 @@ class WaveletModel:
             return qs, z
 
         for band in band_passes(q_ll, self.ll_activity(q_ll), levels, steps, self.thresholds,
-                                level_start):
+                                level_start, self.schedule):
             q, o = band.q, band.orient
             band_index = self._band_coder(band.ctx, q.shape)
-            for pos, known in band.phases():
-                index = band_index(np.where(known, q, 0), known, pos)
+            for phase, (pos, known) in enumerate(band.phases()):
+                index = band_index(np.where(known, q, 0), known, pos, phase)
                 coeffs = bands.details[band.depth][o][pos]
                 gain = synthesis_gain(levels - band.depth, o)
                 if self.shifts:  # chosen on the levels picked under the unshifted tables
@@ -285,7 +290,7 @@ class WaveletModel:
         if (not (math.isfinite(step) and 1e-3 <= step <= 1e6) or ll_table >= len(self.tables)
                 or flags & ~allowed):
             raise CorruptStreamError("learned lossy stream header is damaged")
-        passes = 6 * levels
+        passes = 3 * self.schedule * levels
         sides = min(HYPER_LEVELS, levels) + bool(flags & _FLAG_SHIFTS)
         reader = _PartReader(self._coder, data, version, 1 + passes + sides, sides)
         steps = band_steps(step, self.band_weights, levels)
@@ -313,11 +318,11 @@ class WaveletModel:
             return None, z
 
         for band in band_passes(q_ll, self.ll_activity(q_ll), levels, steps, self.thresholds,
-                                level_start):
+                                level_start, self.schedule):
             band_index = self._band_coder(band.ctx, band.q.shape)
-            for pos, known in band.phases():
-                index = shifted(band_index(band.q, known, pos), pass_shifts[pass_number],
-                                count_tables)
+            for phase, (pos, known) in enumerate(band.phases()):
+                index = shifted(band_index(band.q, known, pos, phase),
+                                pass_shifts[pass_number], count_tables)
                 pass_number += 1
                 band.q[pos] = reader.read(index)
             q_all.append(band.q)
@@ -335,12 +340,14 @@ class WaveletModel:
         and ``dependent`` reconstructs the detail bands with dependent quantisation."""
         steps = band_steps(step, self.band_weights, levels)
         ll = dequantise(q_all[0], steps[0], np.zeros(3))
-        details_of = dependent_dequantise if dependent else dequantise
         details = []
         for depth in range(levels):
-            details.append(tuple(
-                details_of(q_all[1 + 3 * depth + o], steps[1 + 3 * depth + o],
-                           self.recon_offsets[o]) for o in range(3)))
+            for o in range(3):
+                q, band_step = q_all[1 + 3 * depth + o], steps[1 + 3 * depth + o]
+                details.append(
+                    dependent_dequantise(q, band_step, self.recon_offsets[o], self.schedule)
+                    if dependent else dequantise(q, band_step, self.recon_offsets[o]))
+        details = [tuple(details[3 * d : 3 * d + 3]) for d in range(levels)]
         x = wavelet_inverse(Subbands(ll, details, shape)) + float(1 << (bits - 1))
         top = (1 << bits) - 1
         pixels = np.clip(np.round(x), 0, top).astype(np.int64)
@@ -364,7 +371,8 @@ class WaveletModel:
                "wl.filter_taps": self.filter_taps.astype(np.int32),
                "wl.thresholds": self.thresholds.astype(np.int64),
                "wl.softmax": self.nets[0].softmax_table.astype(np.int64),
-               "wl.use_filter": np.array([int(self.use_filter)], np.int32)}
+               "wl.use_filter": np.array([int(self.use_filter)], np.int32),
+               "wl.schedule": np.array([self.schedule], np.int32)}
         out.update(self.tables.as_arrays("wl.entropy."))
         for o, net in enumerate(self.nets):
             for part in ("query", "key", "value", "mlp"):
@@ -388,7 +396,8 @@ class WaveletModel:
                    np.asarray(arrays["wl.thresholds"], np.int64),
                    LaplaceTables.from_arrays(arrays, "wl.entropy."),
                    use_filter=bool(int(arrays["wl.use_filter"][0]))
-                   if "wl.use_filter" in arrays else True)
+                   if "wl.use_filter" in arrays else True,
+                   schedule=_schedule(arrays))
 
 
 class _PartReader:
@@ -474,6 +483,14 @@ def best_shifts(tables: LaplaceTables, levels: np.ndarray, index: np.ndarray) ->
     present = np.zeros(bits.shape[0], bool)
     present[np.digitize(table, SHIFT_EDGES)] = True
     return np.where(present, candidates[np.argmin(bits + side_bits, axis=1)], 0)
+
+
+def _schedule(arrays: dict[str, np.ndarray]) -> int:
+    """A weights file's pass schedule (files before it was stored: the checkerboard)."""
+    schedule = int(arrays["wl.schedule"][0]) if "wl.schedule" in arrays else 2
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown pass schedule {schedule}")
+    return schedule
 
 
 def _q_crc(q_all: list[np.ndarray]) -> int:

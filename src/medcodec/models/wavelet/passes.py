@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from medcodec.models.wavelet.features import BandContext, step_code
-from medcodec.models.wavelet.schedule import checkerboard
+from medcodec.models.wavelet.schedule import pass_positions
 
 
 @dataclass(frozen=True)
@@ -22,12 +22,13 @@ class BandPass:
     step: float
     ctx: BandContext
     q: np.ndarray
+    schedule: int = 2  # passes per band (schedule.SCHEDULES)
 
     def phases(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """(positions of the checkerboard phase, positions known before it), in order."""
+        """(positions of each pass, positions known before it), in coding order."""
         known = np.zeros(self.q.shape, bool)
-        for phase in (0, 1):
-            pos = checkerboard(self.q.shape, phase)
+        for phase in range(self.schedule):
+            pos = pass_positions(self.q.shape, self.schedule, phase)
             yield pos, known.copy()
             known |= pos
 
@@ -38,7 +39,8 @@ LevelStart = Callable[[int, tuple[int, int]], tuple[list[np.ndarray] | None, np.
 
 
 def band_passes(q_ll: np.ndarray, ll_parent: np.ndarray, levels: int, steps: list[float],
-                thresholds: np.ndarray, level_start: LevelStart) -> Iterator[BandPass]:
+                thresholds: np.ndarray, level_start: LevelStart, schedule: int = 2
+                ) -> Iterator[BandPass]:
     """The detail bands in coding order, coarse to fine, LH, HL, HH: the one schedule of the
     encoder, the decoder and training. Each band's context reads the parent level and the
     orientations already coded at this level, so the consumer finishes a band (the decoder
@@ -53,6 +55,6 @@ def band_passes(q_ll: np.ndarray, ll_parent: np.ndarray, levels: int, steps: lis
             ctx = BandContext(depth, o, step_code(band_step, thresholds), parent, qs[:o], z,
                               levels)
             q = given[o] if given is not None else np.zeros(band_shape, np.int64)
-            yield BandPass(depth, o, band_step, ctx, q)
+            yield BandPass(depth, o, band_step, ctx, q, schedule)
             qs.append(q)
         parent = qs

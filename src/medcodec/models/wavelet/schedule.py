@@ -62,3 +62,19 @@ def dequantise(q: np.ndarray, step: float, offsets: np.ndarray) -> np.ndarray:
 def checkerboard(shape: tuple[int, int], phase: int) -> np.ndarray:
     rows, cols = np.indices(shape)
     return (rows + cols) % 2 == phase
+
+
+#: Pass schedules of a detail band: 2 passes, the checkerboard ((row + col) even, then odd);
+#: 4 passes, the 2x2 lattice: (even row, even col), (odd, odd), (even, odd), (odd, even), so
+#: that half the band's coefficients see 4 decoded neighbours and 4 diagonals.
+SCHEDULES = (2, 4)
+_LATTICE = ((0, 0), (1, 1), (0, 1), (1, 0))
+
+
+def pass_positions(shape: tuple[int, int], schedule: int, phase: int) -> np.ndarray:
+    """The positions of a band coded in pass ``phase`` of ``schedule``."""
+    if schedule == 2:
+        return checkerboard(shape, phase)
+    row, col = _LATTICE[phase]
+    rows, cols = np.indices(shape)
+    return (rows % 2 == row) & (cols % 2 == col)

@@ -22,7 +22,7 @@ import numpy as np
 
 from medcodec._jit import compiled
 from medcodec.entropy.tables import LaplaceTables
-from medcodec.models.wavelet.schedule import checkerboard
+from medcodec.models.wavelet.schedule import pass_positions
 
 __all__ = ["TRANSITIONS", "dependent_dequantise", "quantiser_of", "trellis_levels"]
 
@@ -41,20 +41,21 @@ def _states(levels: np.ndarray, transitions: np.ndarray) -> np.ndarray:
     return out
 
 
-def quantiser_of(q: np.ndarray) -> np.ndarray:
-    """The Q1 mask of a decoded detail band: the state machine run over each checkerboard
-    phase in its coding order (raster order of the phase's positions), from state 0."""
+def quantiser_of(q: np.ndarray, schedule: int = 2) -> np.ndarray:
+    """The Q1 mask of a decoded detail band: the state machine run over each pass of the
+    band's schedule in its coding order (raster order of the pass's positions), from state 0."""
     mask = np.zeros(q.shape, bool)
-    for phase in (0, 1):
-        pos = checkerboard(q.shape, phase)
+    for phase in range(schedule):
+        pos = pass_positions(q.shape, schedule, phase)
         mask[pos] = _states(np.ascontiguousarray(q[pos]), TRANSITIONS)
     return mask
 
 
-def dependent_dequantise(q: np.ndarray, step: float, offsets: np.ndarray) -> np.ndarray:
+def dependent_dequantise(q: np.ndarray, step: float, offsets: np.ndarray,
+                         schedule: int = 2) -> np.ndarray:
     """Coefficients of a band coded with dependent quantisation."""
     mag = np.abs(q)
-    q1 = quantiser_of(q)
+    q1 = quantiser_of(q, schedule)
     off = offsets[np.clip(mag, 1, 3) - 1] / 256.0
     value = np.where(q1, mag - 0.5, mag + off)
     return np.where(mag > 0, np.sign(q) * value * step, 0.0)
