@@ -85,13 +85,17 @@ GOLDEN_CASES = {
     # v9: wavelet stream version 2 (one ANS stream), dependent quantisation, table shifts
     "golden_v9_medcodec_wavelet_dq.mdcx": {"codec": "medcodec-wavelet", "mode": "lossy",
                                            "quality": 16.0},
+    # v10: the same with context-coded signs in the second checkerboard pass
+    "golden_v10_medcodec_wavelet_signs.mdcx": {"codec": "medcodec-wavelet", "mode": "lossy",
+                                               "quality": 16.0},
     # v4: the paper-literal lossy codec (learned transform around the DWT)
     "golden_v4_medcodec_transform.mdcx": {"codec": "medcodec-transform", "mode": "lossy",
                                           "quality": 16.0},
 }
 #: Lossy golden streams: the SHA-256 of their decoded pixels is fixed (bit-exact forever).
 LOSSY_GOLDEN = {"golden_v1_medcodec_lossy.mdcx", "golden_v4_medcodec_transform.mdcx",
-                "golden_v8_medcodec_lossy_padded.mdcx", "golden_v9_medcodec_wavelet_dq.mdcx"}
+                "golden_v8_medcodec_lossy_padded.mdcx", "golden_v9_medcodec_wavelet_dq.mdcx",
+                "golden_v10_medcodec_wavelet_signs.mdcx"}
 
 
 def _golden(case: str) -> tuple[MedImage, dict]:

@@ -23,6 +23,11 @@ from medcodec.errors import CorruptStreamError
 
 _HALF = 1 << 16
 
+#: Kinds of part (:meth:`GroupedCoder.encode_parts`).
+SIGNED, MAGNITUDE, BINARY = "signed", "magnitude", "binary"
+#: Probabilities of binary parts are integers in 1 / BINARY_ONE.
+BINARY_ONE = 1 << 12
+
 
 class _Groups(NamedTuple):
     order: np.ndarray  # positions sorted by table index, stable (original order within)
@@ -47,6 +52,8 @@ class GroupedCoder:
         self._model = constriction.stream.model
         self._stack = constriction.stream.stack
         self._models: dict[int, object] = {}
+        self._folded_models: dict[int, object] = {}
+        self._binary_models: dict[int, object] = {}
 
     def _categorical(self, index: int) -> object:
         model = self._models.get(index)
@@ -59,22 +66,36 @@ class GroupedCoder:
     def encode(self, symbols: np.ndarray, indices: np.ndarray) -> bytes:
         return self.encode_parts([(symbols, indices)])
 
-    def encode_parts(self, parts: Sequence[tuple[np.ndarray, np.ndarray]]) -> bytes:
-        """Several parts (symbols, table indices) in one ANS stream, to be read back in order
-        with :meth:`decoder`: no framing and one final state instead of one per part."""
+    def encode_parts(self, parts: Sequence[tuple]) -> bytes:
+        """Several parts in one ANS stream, to be read back in order with :meth:`decoder`: no
+        framing and one final state instead of one per part. A part is ``(symbols, table
+        indices)``, or ``(symbols, indices, kind)`` with kind SIGNED (the default),
+        MAGNITUDE (symbols >= 0 under the folded tables) or BINARY (bits; each "index" is the
+        probability of a 1 in 1 / BINARY_ONE)."""
         coder = self._stack.AnsCoder()
-        for symbols, indices in reversed(parts):  # a stack: push what is read last first
-            self._push(coder, symbols, indices)
+        for part in reversed(parts):  # a stack: push what is read last first
+            self._push(coder, *part)
         return coder.get_compressed().astype("<u4").tobytes()
 
-    def _push(self, coder: object, symbols: np.ndarray, indices: np.ndarray) -> None:
+    def _push(self, coder: object, symbols: np.ndarray, indices: np.ndarray,
+              kind: str = SIGNED) -> None:
         symbols = np.asarray(symbols, dtype=np.int64).ravel()
         indices = np.asarray(indices, dtype=np.int64).ravel()
         if symbols.shape != indices.shape:
             raise ValueError("every symbol needs exactly one table index")
+        if kind == BINARY:
+            groups = _groups(indices)
+            ordered = symbols[groups.order].astype(np.int32)
+            for p, start, stop in reversed(groups.runs):
+                coder.encode_reverse(ordered[start:stop], self._binary(p))
+            return
         radius = self.tables.radius[indices].astype(np.int64)
-        escaped = np.abs(symbols) > radius
-        codes = np.where(escaped, 2 * radius + 1, symbols + radius)
+        if kind == MAGNITUDE:
+            escaped = symbols > radius
+            codes = np.where(escaped, radius + 1, symbols)
+        else:
+            escaped = np.abs(symbols) > radius
+            codes = np.where(escaped, 2 * radius + 1, symbols + radius)
         if escaped.any():  # read after the part's symbols
             values = symbols[escaped]
             payload = (values + (1 << 31)).astype(np.uint64)
@@ -82,8 +103,33 @@ class GroupedCoder:
             coder.encode_reverse(halves.astype(np.int32), self._model.Uniform(_HALF))
         groups = _groups(indices)
         ordered = codes[groups.order].astype(np.int32)
+        model = self._folded if kind == MAGNITUDE else self._categorical
         for index, start, stop in reversed(groups.runs):
-            coder.encode_reverse(ordered[start:stop], self._categorical(index))
+            coder.encode_reverse(ordered[start:stop], model(index))
+
+    def _folded(self, index: int) -> object:
+        """Table ``index`` folded onto magnitudes: 0, then |s| = 1 .. radius (the masses of
+        s and -s added, integers), then the escape."""
+        model = self._folded_models.get(index)
+        if model is None:
+            table = self.tables.table(index).astype(np.int64)
+            r = (table.size - 2) // 2
+            folded = np.concatenate([[table[r]], table[r + 1 : 2 * r + 1] + table[r - 1 :: -1][:r],
+                                     [table[-1]]])
+            model = self._model.Categorical(folded.astype(np.float64), perfect=False)
+            self._folded_models[index] = model
+        return model
+
+    def _binary(self, p: int) -> object:
+        """A bit that is 1 with probability ``p`` / BINARY_ONE."""
+        if not 0 < p < BINARY_ONE:
+            raise CorruptStreamError("binary probability out of range")
+        model = self._binary_models.get(p)
+        if model is None:
+            model = self._model.Categorical(np.array([BINARY_ONE - p, p], np.float64),
+                                            perfect=False)
+            self._binary_models[p] = model
+        return model
 
     def decode(self, data: bytes, indices: np.ndarray) -> np.ndarray:
         return self.decoder(data).decode(indices)
@@ -107,24 +153,33 @@ class PartDecoder:
         self._owner = owner
         self._coder = coder
 
-    def decode(self, indices: np.ndarray) -> np.ndarray:
-        """The next part's symbols, given every symbol's table index."""
+    def decode(self, indices: np.ndarray, kind: str = SIGNED) -> np.ndarray:
+        """The next part's symbols, given every symbol's table index (its kind as encoded)."""
         owner, coder = self._owner, self._coder
         indices = np.asarray(indices, dtype=np.int64)
         shape = indices.shape
         indices = indices.ravel()
-        if indices.size and (indices.min() < 0 or indices.max() >= len(owner.tables)):
+        if kind != BINARY and indices.size and (indices.min() < 0
+                                                or indices.max() >= len(owner.tables)):
             raise CorruptStreamError("table index out of range")
         try:
-            codes = np.empty(indices.size, dtype=np.int64)
             groups = _groups(indices)
             ordered = np.empty(indices.size, dtype=np.int64)
+            model = {SIGNED: owner._categorical, MAGNITUDE: owner._folded,
+                     BINARY: owner._binary}[kind]
             for index, start, stop in groups.runs:
-                ordered[start:stop] = coder.decode(owner._categorical(index), stop - start)
+                ordered[start:stop] = coder.decode(model(index), stop - start)
+            codes = np.empty(indices.size, dtype=np.int64)
             codes[groups.order] = ordered
+            if kind == BINARY:
+                return codes.reshape(shape)
             radius = owner.tables.radius[indices].astype(np.int64)
-            escaped = codes == 2 * radius + 1
-            symbols = codes - radius
+            if kind == MAGNITUDE:
+                escaped = codes == radius + 1
+                symbols = codes
+            else:
+                escaped = codes == 2 * radius + 1
+                symbols = codes - radius
             count = int(escaped.sum())
             if count:
                 halves = coder.decode(owner._model.Uniform(_HALF), 2 * count).astype(np.int64)

@@ -10,7 +10,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from medcodec.entropy.coder import GroupedCoder, split_segments
+from medcodec.entropy.coder import (
+    BINARY,
+    BINARY_ONE,
+    MAGNITUDE,
+    SIGNED,
+    GroupedCoder,
+    split_segments,
+)
 from medcodec.entropy.tables import LaplaceTables
 from medcodec.errors import CorruptStreamError
 from medcodec.models.context import box_sum
@@ -45,6 +52,7 @@ from medcodec.models.wavelet.schedule import (
     quantise,
     synthesis_gain,
 )
+from medcodec.models.wavelet.signs import SIGN_POSITIVE, sign_bits, sign_context
 from medcodec.models.wavelet.synthesis import apply_filter, filter_band
 from medcodec.models.wavelet.trellis import dependent_dequantise, trellis_levels
 from medcodec.transforms.wavelet import Subbands, wavelet_forward, wavelet_inverse
@@ -62,7 +70,13 @@ _FLAG_DEPENDENT = 2
 #: Header flag: a segment after the LL band's carries per-image table shifts (see
 #: :func:`best_shifts`): a table byte, then the shifts of every pass and group.
 _FLAG_SHIFTS = 4
-_FLAGS = _FLAG_FILTER | _FLAG_DEPENDENT | _FLAG_SHIFTS
+#: Header flag (checkerboard schedule only): a u16 follows the header, bit b set where detail
+#: band b (coding order) codes its second pass as magnitudes under the folded tables, then the
+#: signs of the non-zero levels in context (:mod:`.signs`); the encoder sets the bit where
+#: that costs fewer bits than the signs' 1 bit each.
+_FLAG_SIGNS = 8
+_SIGN_MASK = struct.Struct("<H")
+_FLAGS = _FLAG_FILTER | _FLAG_DEPENDENT | _FLAG_SHIFTS | _FLAG_SIGNS
 
 #: Table shifts: each pass's coefficients fall in 5 groups by their table index (edges at
 #: Laplace scales of about 0.27, 0.72, 1.9 and 4.9 quantiser steps); the encoder moves each
@@ -133,6 +147,8 @@ class WaveletModel:
     #: Passes per detail band (schedule.SCHEDULES): 2, the checkerboard, or 4, the 2x2
     #: lattice with 8-neighbour context; a property of the trained network.
     schedule: int = 2
+    #: Context-coded signs in the checkerboard's second pass (encoder choice, flagged).
+    signs: bool = True
 
     def __post_init__(self) -> None:
         self._coder = GroupedCoder(self.tables)
@@ -195,12 +211,13 @@ class WaveletModel:
         return np.where(cost(smaller) < cost(nearest), smaller, nearest)
 
     def _levels(self, coeffs: np.ndarray, plain: np.ndarray, index: np.ndarray, step: float,
-                orient: int, gain: float) -> np.ndarray:
+                orient: int, gain: float, extra_sign_bits: np.ndarray | None = None
+                ) -> np.ndarray:
         """The levels the encoder codes for one pass: the trellis (dependent quantisation),
         the RDO choice, or the plain dead-zone levels."""
         if self.trellis:
             return trellis_levels(coeffs, step, self.recon_offsets[orient], index, self.tables,
-                                  gain, self.trellis * step * step)
+                                  gain, self.trellis * step * step, extra_sign_bits)
         if self.rdo:
             return self._rdo_choice(coeffs, plain, index, step, orient, gain)
         return plain
@@ -247,32 +264,49 @@ class WaveletModel:
                 z = expand_blocks(zb, qs[0].shape, levels - depth)
             return qs, z
 
-        for band in band_passes(q_ll, self.ll_activity(q_ll), levels, steps, self.thresholds,
-                                level_start, self.schedule):
+        signs = self.signs and self.schedule == 2
+        sign_mask = 0
+        bands_in_order = band_passes(q_ll, self.ll_activity(q_ll), levels, steps,
+                                     self.thresholds, level_start, self.schedule)
+        for band_number, band in enumerate(bands_in_order):
             q, o = band.q, band.orient
             band_index = self._band_coder(band.ctx, q.shape)
             for phase, (pos, known) in enumerate(band.phases()):
                 index = band_index(np.where(known, q, 0), known, pos, phase)
                 coeffs = bands.details[band.depth][o][pos]
                 gain = synthesis_gain(levels - band.depth, o)
+                context = extra = None
+                if signs and phase == 1:  # its neighbours (the first pass) are final
+                    context = sign_context(q, pos, o)
+                    extra = sign_bits(coeffs, context)
                 if self.shifts:  # chosen on the levels picked under the unshifted tables
-                    first = self._levels(coeffs, q[pos], index, band.step, o, gain)
+                    first = self._levels(coeffs, q[pos], index, band.step, o, gain, extra)
                     pass_shifts.append(best_shifts(self.tables, first, index))
                     index = shifted(index, pass_shifts[-1], len(self.tables))
-                q[pos] = self._levels(coeffs, q[pos], index, band.step, o, gain)
-                parts.append((q[pos], index))
+                q[pos] = self._levels(coeffs, q[pos], index, band.step, o, gain, extra)
+                coded = q[pos]
+                nonzero = coded != 0
+                positive = (coded[nonzero] > 0).astype(np.int64)
+                if context is not None and _sign_cost(positive, context[nonzero]) < positive.size:
+                    sign_mask |= 1 << band_number
+                    parts.append((np.abs(coded), index, MAGNITUDE))
+                    parts.append((positive, SIGN_POSITIVE[context[nonzero]], BINARY))
+                else:
+                    parts.append((coded, index))
             q_all.append(q)
         crc = _q_crc(q_all)
         flags = ((_FLAG_FILTER if self.use_filter else 0)
                  | (_FLAG_DEPENDENT if self.trellis else 0)
-                 | (_FLAG_SHIFTS if self.shifts else 0))
+                 | (_FLAG_SHIFTS if self.shifts else 0)
+                 | (_FLAG_SIGNS if signs else 0))
         if self.shifts:  # read right after the LL band
             values = np.concatenate(pass_shifts)
             table = self.tables.index_for_values(values)
             side_tables.insert(0, table)
             parts.insert(1, (values, np.full(values.shape, table)))
         header = _HEADER.pack(_VERSION, levels, step, ll_table, flags, crc)
-        data = header + bytes(side_tables) + self._coder.encode_parts(parts)
+        mask = _SIGN_MASK.pack(sign_mask) if signs else b""
+        data = header + mask + bytes(side_tables) + self._coder.encode_parts(parts)
         pixels = (self.synthesise(q_all, step, levels, image.shape, bits, self.use_filter,
                                   bool(self.trellis)) if reconstruct else None)
         return data, pixels
@@ -287,12 +321,16 @@ class WaveletModel:
         if version not in (_VERSION_SEGMENTS, _VERSION) or not 1 <= levels <= levels_for(shape):
             raise CorruptStreamError("learned lossy stream header does not match its image")
         allowed = _FLAG_FILTER if version == _VERSION_SEGMENTS else _FLAGS
+        if self.schedule != 2:
+            allowed &= ~_FLAG_SIGNS
         if (not (math.isfinite(step) and 1e-3 <= step <= 1e6) or ll_table >= len(self.tables)
                 or flags & ~allowed):
             raise CorruptStreamError("learned lossy stream header is damaged")
         passes = 3 * self.schedule * levels
         sides = min(HYPER_LEVELS, levels) + bool(flags & _FLAG_SHIFTS)
-        reader = _PartReader(self._coder, data, version, 1 + passes + sides, sides)
+        reader = _PartReader(self._coder, data, version, 1 + passes + sides, sides,
+                             _SIGN_MASK.size if flags & _FLAG_SIGNS else 0)
+        (sign_mask,) = _SIGN_MASK.unpack(reader.prefix) if flags & _FLAG_SIGNS else (0,)
         steps = band_steps(step, self.band_weights, levels)
         ll_shape = tuple(-(-s // (1 << levels)) for s in shape)
         q_ll = dpcm_reconstruct(reader.read(np.full(ll_shape, ll_table)))
@@ -317,14 +355,23 @@ class WaveletModel:
                 z = expand_blocks(zb, band_shape, levels - depth)
             return None, z
 
-        for band in band_passes(q_ll, self.ll_activity(q_ll), levels, steps, self.thresholds,
-                                level_start, self.schedule):
+        bands_in_order = band_passes(q_ll, self.ll_activity(q_ll), levels, steps,
+                                     self.thresholds, level_start, self.schedule)
+        for band_number, band in enumerate(bands_in_order):
             band_index = self._band_coder(band.ctx, band.q.shape)
             for phase, (pos, known) in enumerate(band.phases()):
                 index = shifted(band_index(band.q, known, pos, phase),
                                 pass_shifts[pass_number], count_tables)
                 pass_number += 1
-                band.q[pos] = reader.read(index)
+                if sign_mask >> band_number & 1 and phase == 1:
+                    magnitude = reader.read(index, MAGNITUDE)
+                    nonzero = magnitude != 0
+                    context = sign_context(band.q, pos, band.orient)[nonzero]
+                    positive = reader.read(SIGN_POSITIVE[context], BINARY)
+                    magnitude[nonzero] *= np.where(positive == 1, 1, -1)
+                    band.q[pos] = magnitude
+                else:
+                    band.q[pos] = reader.read(index)
             q_all.append(band.q)
         reader.finish()
         if _q_crc(q_all) != crc:
@@ -405,10 +452,12 @@ class _PartReader:
     ``table`` gives a side part's table byte, ``read`` a part's symbols."""
 
     def __init__(self, coder: GroupedCoder, data: bytes, version: int, count: int,
-                 sides: int) -> None:
-        """``count`` parts in all, ``sides`` of them side parts (with a table byte)."""
+                 sides: int, prefix: int = 0) -> None:
+        """``count`` parts in all, ``sides`` of them side parts (with a table byte), after
+        ``prefix`` bytes of header extension (version 2: :attr:`prefix`)."""
         self._coder = coder
         self._pending: bytes | None = None
+        self.prefix = b""
         if version == _VERSION_SEGMENTS:
             if len(data) < _HEADER.size + 2:
                 raise CorruptStreamError("learned lossy stream is truncated")
@@ -419,10 +468,11 @@ class _PartReader:
                                                  "learned lossy stream"))
             self._parts = None
         else:
-            start = _HEADER.size + sides
+            start = _HEADER.size + prefix + sides
             if len(data) < start:
                 raise CorruptStreamError("learned lossy stream is truncated")
-            self._tables = iter(data[_HEADER.size:start])
+            self.prefix = data[_HEADER.size : _HEADER.size + prefix]
+            self._tables = iter(data[_HEADER.size + prefix : start])
             self._parts = coder.decoder(data[start:])
 
     def table(self, count: int) -> int:
@@ -435,15 +485,21 @@ class _PartReader:
             raise CorruptStreamError("learned lossy stream side information is damaged")
         return table
 
-    def read(self, indices: np.ndarray) -> np.ndarray:
+    def read(self, indices: np.ndarray, kind: str = SIGNED) -> np.ndarray:
         if self._parts is not None:
-            return self._parts.decode(indices)
+            return self._parts.decode(indices, kind)
         blob, self._pending = self._pending, None
         return self._coder.decode(next(self._segments) if blob is None else blob, indices)
 
     def finish(self) -> None:
         if self._parts is not None:
             self._parts.finish("learned lossy stream")
+
+
+def _sign_cost(positive: np.ndarray, context: np.ndarray) -> float:
+    """Ideal bits of signs (1 = positive) under their contexts' probabilities."""
+    p = SIGN_POSITIVE[context] / BINARY_ONE
+    return float(-np.log2(np.where(positive == 1, p, 1.0 - p)).sum())
 
 
 def is_dependent(flags: int) -> bool:

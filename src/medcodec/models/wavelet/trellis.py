@@ -64,11 +64,12 @@ def dependent_dequantise(q: np.ndarray, step: float, offsets: np.ndarray,
 @compiled()
 def _trellis(a: np.ndarray, sign: np.ndarray, index: np.ndarray, step: float, gain: float,
              lam: float, offsets: np.ndarray, radius: np.ndarray, starts: np.ndarray,
-             bits: np.ndarray, transitions: np.ndarray) -> np.ndarray:
+             bits: np.ndarray, sign_bits: np.ndarray, transitions: np.ndarray) -> np.ndarray:
     """The cheapest path through the 4-state trellis. ``a`` is |coefficient| / step in coding
     order; each quantiser offers its two nearest levels and 0, priced by ideal code length
     under the coefficient's table (``radius`` / ``starts`` / ``bits``: the tables' layout, as
-    :meth:`LaplaceTables.code_lengths`)."""
+    :meth:`LaplaceTables.code_lengths`), plus ``sign_bits`` for a non-zero level (where the
+    sign is coded apart from the table's implicit 1 bit: its cost minus 1)."""
     n = a.size
     big = 1e300
     acc = np.array([0.0, big, big, big])
@@ -96,6 +97,8 @@ def _trellis(a: np.ndarray, sign: np.ndarray, index: np.ndarray, step: float, ga
                 escaped = m > r  # the escape symbol, then 32 bits
                 rate = (bits[base + 2 * r + 1] + 32.0 if escaped
                         else bits[base + m * sign[i] + r])
+                if m > 0:
+                    rate += sign_bits[i]
                 error = a[i] - recon
                 costs[j] = scale * error * error + lam * rate
             for s in range(2 * quant, 2 * quant + 2):
@@ -118,12 +121,16 @@ def _trellis(a: np.ndarray, sign: np.ndarray, index: np.ndarray, step: float, ga
 
 
 def trellis_levels(coeffs: np.ndarray, step: float, offsets: np.ndarray, index: np.ndarray,
-                   tables: LaplaceTables, gain: float, lam: float) -> np.ndarray:
+                   tables: LaplaceTables, gain: float, lam: float,
+                   sign_bits: np.ndarray | None = None) -> np.ndarray:
     """Levels of one phase (``coeffs`` in coding order) minimising ``gain * error**2 +
     lam * bits`` over the dependent-quantisation trellis; ``index`` is each coefficient's
-    table."""
+    table, ``sign_bits`` what its sign costs beyond 1 bit (context-coded signs)."""
     coeffs = np.asarray(coeffs, np.float64)
+    if sign_bits is None:
+        sign_bits = np.zeros(coeffs.size)
     return _trellis(np.abs(coeffs) / step, np.where(coeffs < 0, -1, 1).astype(np.int64),
                     np.asarray(index, np.int64), float(step), float(gain), float(lam),
                     np.asarray(offsets, np.float64), tables.radius.astype(np.int64),
-                    tables.offsets.astype(np.int64), tables.code_length_table, TRANSITIONS)
+                    tables.offsets.astype(np.int64), tables.code_length_table,
+                    np.asarray(sign_bits, np.float64), TRANSITIONS)
