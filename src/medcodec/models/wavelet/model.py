@@ -12,7 +12,6 @@ import numpy as np
 
 from medcodec.entropy.coder import (
     BINARY,
-    BINARY_ONE,
     MAGNITUDE,
     SIGNED,
     GroupedCoder,
@@ -52,7 +51,7 @@ from medcodec.models.wavelet.schedule import (
     quantise,
     synthesis_gain,
 )
-from medcodec.models.wavelet.signs import SIGN_POSITIVE, sign_bits, sign_context
+from medcodec.models.wavelet.signs import SIGN_POSITIVE, sign_context, sign_lengths
 from medcodec.models.wavelet.synthesis import apply_filter, filter_band
 from medcodec.models.wavelet.trellis import dependent_dequantise, trellis_levels
 from medcodec.transforms.wavelet import Subbands, wavelet_forward, wavelet_inverse
@@ -278,7 +277,7 @@ class WaveletModel:
                 context = extra = None
                 if signs and phase == 1:  # its neighbours (the first pass) are final
                     context = sign_context(q, pos, o)
-                    extra = sign_bits(coeffs, context)
+                    extra = sign_lengths(coeffs >= 0, context) - 1.0  # beyond the table's bit
                 if self.shifts:  # chosen on the levels picked under the unshifted tables
                     first = self._levels(coeffs, q[pos], index, band.step, o, gain, extra)
                     pass_shifts.append(best_shifts(self.tables, first, index))
@@ -287,7 +286,8 @@ class WaveletModel:
                 coded = q[pos]
                 nonzero = coded != 0
                 positive = (coded[nonzero] > 0).astype(np.int64)
-                if context is not None and _sign_cost(positive, context[nonzero]) < positive.size:
+                if (context is not None
+                        and sign_lengths(positive == 1, context[nonzero]).sum() < positive.size):
                     sign_mask |= 1 << band_number
                     parts.append((np.abs(coded), index, MAGNITUDE))
                     parts.append((positive, SIGN_POSITIVE[context[nonzero]], BINARY))
@@ -387,14 +387,14 @@ class WaveletModel:
         and ``dependent`` reconstructs the detail bands with dependent quantisation."""
         steps = band_steps(step, self.band_weights, levels)
         ll = dequantise(q_all[0], steps[0], np.zeros(3))
-        details = []
-        for depth in range(levels):
-            for o in range(3):
-                q, band_step = q_all[1 + 3 * depth + o], steps[1 + 3 * depth + o]
-                details.append(
-                    dependent_dequantise(q, band_step, self.recon_offsets[o], self.schedule)
-                    if dependent else dequantise(q, band_step, self.recon_offsets[o]))
-        details = [tuple(details[3 * d : 3 * d + 3]) for d in range(levels)]
+        def band(k: int, o: int) -> np.ndarray:
+            if dependent:
+                return dependent_dequantise(q_all[k], steps[k], self.recon_offsets[o],
+                                            self.schedule)
+            return dequantise(q_all[k], steps[k], self.recon_offsets[o])
+
+        details = [tuple(band(1 + 3 * depth + o, o) for o in range(3))
+                   for depth in range(levels)]
         x = wavelet_inverse(Subbands(ll, details, shape)) + float(1 << (bits - 1))
         top = (1 << bits) - 1
         pixels = np.clip(np.round(x), 0, top).astype(np.int64)
@@ -496,12 +496,6 @@ class _PartReader:
             self._parts.finish("learned lossy stream")
 
 
-def _sign_cost(positive: np.ndarray, context: np.ndarray) -> float:
-    """Ideal bits of signs (1 = positive) under their contexts' probabilities."""
-    p = SIGN_POSITIVE[context] / BINARY_ONE
-    return float(-np.log2(np.where(positive == 1, p, 1.0 - p)).sum())
-
-
 def is_dependent(flags: int) -> bool:
     """Whether a stream's header flags (:meth:`WaveletModel.decode_coefficients`) say its
     detail bands use dependent quantisation."""
@@ -534,10 +528,11 @@ def best_shifts(tables: LaplaceTables, levels: np.ndarray, index: np.ndarray) ->
     value, table = np.divmod(keys, _KEY)
     lengths = tables.code_lengths(np.repeat(value[:, None], candidates.size, axis=1),
                                   np.clip(table[:, None] + candidates, 0, count - 1))
+    group = np.digitize(table, SHIFT_EDGES)
     bits = np.zeros((len(SHIFT_EDGES) + 1, candidates.size))
-    np.add.at(bits, np.digitize(table, SHIFT_EDGES), counts[:, None] * lengths)
+    np.add.at(bits, group, counts[:, None] * lengths)
     present = np.zeros(bits.shape[0], bool)
-    present[np.digitize(table, SHIFT_EDGES)] = True
+    present[group] = True
     return np.where(present, candidates[np.argmin(bits + side_bits, axis=1)], 0)
 
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from medcodec.entropy.coder import BINARY_ONE
 
-__all__ = ["SIGN_POSITIVE", "sign_bits", "sign_context"]
+__all__ = ["SIGN_POSITIVE", "sign_context", "sign_lengths"]
 
 #: P(sign > 0) in 1 / BINARY_ONE by context: orientation * 25 + (vertical sum + 2) * 5 +
 #: (horizontal sum + 2), the sums of the signs (-1, 0, 1) of the neighbours above and below,
@@ -50,7 +50,7 @@ def sign_context(q: np.ndarray, positions: np.ndarray, orient: int) -> np.ndarra
     return (orient * 25 + (vertical + 2) * 5 + (horizontal + 2))[positions]
 
 
-def sign_bits(coeffs: np.ndarray, context: np.ndarray) -> np.ndarray:
-    """What each coefficient's sign costs beyond 1 bit when context-coded (the trellis's)."""
+def sign_lengths(positive: np.ndarray, context: np.ndarray) -> np.ndarray:
+    """Ideal bits of each sign (``positive``: True for +) coded under its context."""
     p = SIGN_POSITIVE[context] / BINARY_ONE
-    return -np.log2(np.where(coeffs < 0, 1.0 - p, p)) - 1.0
+    return -np.log2(np.where(positive, p, 1.0 - p))
