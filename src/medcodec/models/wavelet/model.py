@@ -66,8 +66,8 @@ _HEADER = struct.Struct("<BBdBBI")  # version, levels, step, LL table, flags, cr
 _FLAG_FILTER = 1
 #: Header flag: the detail bands use dependent quantisation (:mod:`.trellis`).
 _FLAG_DEPENDENT = 2
-#: Header flag: a segment after the LL band's carries per-image table shifts (see
-#: :func:`best_shifts`): a table byte, then the shifts of every pass and group.
+#: Header flag: a part after the LL band's carries per-image table shifts (see
+#: :func:`best_shifts`), 5 per pass, with its own table byte.
 _FLAG_SHIFTS = 4
 #: Header flag (checkerboard schedule only): a u16 follows the header, bit b set where detail
 #: band b (coding order) codes its second pass as magnitudes under the folded tables, then the
@@ -90,7 +90,7 @@ _SHIFT_SCALE = 0.5
 
 #: Stream versions: 1 framed every pass as its own ANS segment (uint16 count, uint32 lengths;
 #: a side part's table byte at its segment's start); 2 puts the side parts' table bytes after
-#: the header and codes every part in one ANS stream (130-260 bytes less per 512x512 slice).
+#: the header and codes every part in one ANS stream (about 260 bytes less per 512x512 slice).
 _VERSION_SEGMENTS = 1
 _VERSION = 2
 
@@ -283,16 +283,10 @@ class WaveletModel:
                     pass_shifts.append(best_shifts(self.tables, first, index))
                     index = shifted(index, pass_shifts[-1], len(self.tables))
                 q[pos] = self._levels(coeffs, q[pos], index, band.step, o, gain, extra)
-                coded = q[pos]
-                nonzero = coded != 0
-                positive = (coded[nonzero] > 0).astype(np.int64)
-                if (context is not None
-                        and sign_lengths(positive == 1, context[nonzero]).sum() < positive.size):
+                pass_parts = _pass_parts(q[pos], index, context)
+                if len(pass_parts) == 2:
                     sign_mask |= 1 << band_number
-                    parts.append((np.abs(coded), index, MAGNITUDE))
-                    parts.append((positive, SIGN_POSITIVE[context[nonzero]], BINARY))
-                else:
-                    parts.append((coded, index))
+                parts.extend(pass_parts)
             q_all.append(q)
         crc = _q_crc(q_all)
         flags = ((_FLAG_FILTER if self.use_filter else 0)
@@ -494,6 +488,19 @@ class _PartReader:
     def finish(self) -> None:
         if self._parts is not None:
             self._parts.finish("learned lossy stream")
+
+
+def _pass_parts(coded: np.ndarray, index: np.ndarray, context: np.ndarray | None) -> list:
+    """The parts that code one pass's levels: the signed levels, or, where ``context`` is
+    given (a second checkerboard pass) and context-coded signs cost less than 1 bit each,
+    the magnitudes and then the signs of the non-zero levels."""
+    if context is not None:
+        nonzero = coded != 0
+        positive = coded[nonzero] > 0
+        if sign_lengths(positive, context[nonzero]).sum() < positive.size:
+            return [(np.abs(coded), index, MAGNITUDE),
+                    (positive.astype(np.int64), SIGN_POSITIVE[context[nonzero]], BINARY)]
+    return [(coded, index)]
 
 
 def is_dependent(flags: int) -> bool:
