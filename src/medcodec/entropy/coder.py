@@ -87,7 +87,7 @@ class GroupedCoder:
             groups = _groups(indices)
             ordered = symbols[groups.order].astype(np.int32)
             for p, start, stop in reversed(groups.runs):
-                coder.encode_reverse(ordered[start:stop], self._binary(p))
+                coder.encode_reverse(ordered[start:stop], self._model_for(BINARY)(p))
             return
         radius = self.tables.radius[indices].astype(np.int64)
         if kind == MAGNITUDE:
@@ -103,9 +103,13 @@ class GroupedCoder:
             coder.encode_reverse(halves.astype(np.int32), self._model.Uniform(_HALF))
         groups = _groups(indices)
         ordered = codes[groups.order].astype(np.int32)
-        model = self._folded if kind == MAGNITUDE else self._categorical
+        model = self._model_for(kind)
         for index, start, stop in reversed(groups.runs):
             coder.encode_reverse(ordered[start:stop], model(index))
+
+    def _model_for(self, kind: str):
+        """The model of a part's group, by its index (a table, or a binary probability)."""
+        return {SIGNED: self._categorical, MAGNITUDE: self._folded, BINARY: self._binary}[kind]
 
     def _folded(self, index: int) -> object:
         """Table ``index`` folded onto magnitudes: 0, then |s| = 1 .. radius (the masses of
@@ -165,8 +169,7 @@ class PartDecoder:
         try:
             groups = _groups(indices)
             ordered = np.empty(indices.size, dtype=np.int64)
-            model = {SIGNED: owner._categorical, MAGNITUDE: owner._folded,
-                     BINARY: owner._binary}[kind]
+            model = owner._model_for(kind)
             for index, start, stop in groups.runs:
                 ordered[start:stop] = coder.decode(model(index), stop - start)
             codes = np.empty(indices.size, dtype=np.int64)

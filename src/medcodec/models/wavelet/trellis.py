@@ -22,7 +22,7 @@ import numpy as np
 
 from medcodec._jit import compiled
 from medcodec.entropy.tables import LaplaceTables
-from medcodec.models.wavelet.schedule import pass_positions
+from medcodec.models.wavelet.schedule import dequantise, pass_positions
 
 __all__ = ["TRANSITIONS", "dependent_dequantise", "quantiser_of", "trellis_levels"]
 
@@ -53,12 +53,12 @@ def quantiser_of(q: np.ndarray, schedule: int = 2) -> np.ndarray:
 
 def dependent_dequantise(q: np.ndarray, step: float, offsets: np.ndarray,
                          schedule: int = 2) -> np.ndarray:
-    """Coefficients of a band coded with dependent quantisation."""
-    mag = np.abs(q)
-    q1 = quantiser_of(q, schedule)
-    off = offsets[np.clip(mag, 1, 3) - 1] / 256.0
-    value = np.where(q1, mag - 0.5, mag + off)
-    return np.where(mag > 0, np.sign(q) * value * step, 0.0)
+    """Coefficients of a band coded with dependent quantisation: Q0's are the plain
+    quantiser's (:func:`dequantise`), Q1's at ``|k| - 1/2`` steps."""
+    out = dequantise(q, step, offsets)
+    q1 = quantiser_of(q, schedule) & (q != 0)
+    out[q1] = np.sign(q[q1]) * (np.abs(q[q1]) - 0.5) * step
+    return out
 
 
 @compiled()
